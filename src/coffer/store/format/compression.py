@@ -1,0 +1,81 @@
+"""zstd for blobs and for "unpacked" files (snapshots, index, locks) in repository version 2.
+
+Compressors are not thread-safe, so each thread gets its own. Decompression is always capped:
+blobs at their declared plain length, unpacked files at a fixed ceiling, so a zstd bomb in a
+hostile repository cannot exhaust memory.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import zstandard
+
+from coffer.errors import FormatError
+
+DEFAULT_LEVEL = 3  # restic's "auto" (klauspost SpeedDefault) is close to zstd level 3
+MAX_UNPACKED = 512 * 1024 * 1024
+UNPACKED_V2_ZSTD = 0x02
+
+_local = threading.local()
+
+
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    cache: dict[int, zstandard.ZstdCompressor] | None = getattr(_local, "cctx", None)
+    if cache is None:
+        cache = _local.cctx = {}
+    c = cache.get(level)
+    if c is None:
+        c = cache[level] = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    return c
+
+
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_local, "dctx", None)
+    if d is None:
+        d = _local.dctx = zstandard.ZstdDecompressor()
+    return d
+
+
+def compress(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL) -> bytes:
+    return _compressor(level).compress(data)
+
+
+def decompress_blob(data: bytes | bytearray | memoryview, plain_len: int) -> bytes:
+    try:
+        out = _decompressor().decompress(data, max_output_size=plain_len)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd: {e}") from None
+    if len(out) != plain_len:
+        raise FormatError(f"zstd: blob decompressed to {len(out)} bytes, index says {plain_len}")
+    return out
+
+
+def decompress_unpacked(data: bytes | memoryview, limit: int = MAX_UNPACKED) -> bytes:
+    try:
+        dobj = _decompressor().decompressobj()
+        out = dobj.decompress(data)
+    except zstandard.ZstdError as e:
+        raise FormatError(f"zstd: {e}") from None
+    if len(out) > limit:
+        raise FormatError("zstd: decompressed file exceeds the size limit")
+    return out
+
+
+def encode_unpacked(json_bytes: bytes, version: int) -> bytes:
+    """Plaintext of a snapshot/index/lock file for the repository version."""
+    if version >= 2:
+        return bytes((UNPACKED_V2_ZSTD,)) + compress(json_bytes)
+    return json_bytes
+
+
+def decode_unpacked(plain: bytes, version: int) -> bytes:
+    """Undo ``encode_unpacked``; legacy JSON (first byte ``[`` or ``{``) is accepted in v2."""
+    if version < 2 or not plain:
+        return plain
+    first = plain[0]
+    if first in (0x5B, 0x7B):
+        return plain
+    if first == UNPACKED_V2_ZSTD:
+        return decompress_unpacked(memoryview(plain)[1:])
+    raise FormatError(f"unknown encoding byte 0x{first:02x} in repository file")

@@ -1,0 +1,120 @@
+"""restic's encrypt-then-MAC container: IV || AES-256-CTR(ciphertext) || Poly1305-AES tag.
+
+Composed only of library primitives (``cryptography``): AES-CTR for the payload, AES-ECB on a
+single block to derive Poly1305's one-time ``s`` from the IV, and Poly1305 for the tag. The tag
+covers the ciphertext only and is verified (in constant time, by the library) before anything is
+decrypted, so a tampered object never yields plaintext.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+from coffer.errors import FormatError, IntegrityError
+
+IV_SIZE = 16
+MAC_SIZE = 16
+OVERHEAD = IV_SIZE + MAC_SIZE
+_ZERO16 = bytes(16)
+
+
+@dataclass(frozen=True, slots=True)
+class CryptoKey:
+    """A 64-byte key: 32 for AES-256, 16 for Poly1305's AES key ``k`` and 16 for its ``r``."""
+
+    encrypt: bytes
+    mac_k: bytes
+    mac_r: bytes
+
+    def __post_init__(self) -> None:
+        if len(self.encrypt) != 32 or len(self.mac_k) != 16 or len(self.mac_r) != 16:
+            raise FormatError("invalid key material: wrong lengths")
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CryptoKey:
+        if len(raw) != 64:
+            raise FormatError("invalid key material: need 64 bytes")
+        return cls(raw[:32], raw[32:48], raw[48:64])
+
+    @classmethod
+    def random(cls) -> CryptoKey:
+        return cls.from_bytes(os.urandom(64))
+
+    def valid(self) -> bool:
+        """restic refuses keys with an all-zero part; so do we."""
+        return any(self.encrypt) and any(self.mac_k) and any(self.mac_r)
+
+    def to_json_obj(self) -> dict[str, object]:
+        b64 = base64.b64encode
+        return {
+            "mac": {"k": b64(self.mac_k).decode(), "r": b64(self.mac_r).decode()},
+            "encrypt": b64(self.encrypt).decode(),
+        }
+
+    @classmethod
+    def from_json_obj(cls, obj: object) -> CryptoKey:
+        try:
+            assert isinstance(obj, dict)
+            mac = obj["mac"]
+            key = cls(
+                base64.b64decode(obj["encrypt"], validate=True),
+                base64.b64decode(mac["k"], validate=True),
+                base64.b64decode(mac["r"], validate=True),
+            )
+        except (AssertionError, KeyError, TypeError, ValueError) as e:
+            raise FormatError(f"invalid master key JSON: {e}") from None
+        if not key.valid():
+            raise FormatError("invalid master key: a part is all zeros")
+        return key
+
+
+def _poly_key(key: CryptoKey, iv: bytes) -> bytes:
+    enc = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor()
+    return key.mac_r + enc.update(iv)
+
+
+def seal(key: CryptoKey, plaintext: bytes | bytearray | memoryview, iv: bytes | None = None) -> bytes:
+    """Encrypt and authenticate; the result is ``len(plaintext) + 32`` bytes."""
+    if iv is None:
+        iv = os.urandom(IV_SIZE)
+    if len(iv) != IV_SIZE or iv == _ZERO16:
+        raise FormatError("invalid IV")
+    ct = Cipher(algorithms.AES(key.encrypt), modes.CTR(iv)).encryptor().update(plaintext)
+    tag = Poly1305.generate_tag(_poly_key(key, iv), ct)
+    return b"".join((iv, ct, tag))
+
+
+def open_(key: CryptoKey, data: bytes | bytearray | memoryview) -> bytes:
+    """Verify then decrypt. Raises IntegrityError if the data was damaged or the key is wrong."""
+    if len(data) < OVERHEAD:
+        raise IntegrityError("ciphertext too short")
+    mv = memoryview(data)
+    iv = bytes(mv[:IV_SIZE])
+    ct = mv[IV_SIZE:-MAC_SIZE]
+    tag = bytes(mv[-MAC_SIZE:])
+    if iv == _ZERO16:
+        raise IntegrityError("invalid IV (all zeros)")
+    try:
+        Poly1305.verify_tag(_poly_key(key, iv), ct, tag)
+    except InvalidSignature:
+        raise IntegrityError("ciphertext verification failed") from None
+    return Cipher(algorithms.AES(key.encrypt), modes.CTR(iv)).decryptor().update(ct)
+
+
+def verify(key: CryptoKey, data: bytes | bytearray | memoryview) -> bool:
+    """MAC check only, without decrypting (used to try key files quickly)."""
+    try:
+        mv = memoryview(data)
+        if len(mv) < OVERHEAD:
+            return False
+        iv = bytes(mv[:IV_SIZE])
+        Poly1305.verify_tag(_poly_key(key, iv), mv[IV_SIZE:-MAC_SIZE], bytes(mv[-MAC_SIZE:]))
+        return True
+    except InvalidSignature:
+        return False

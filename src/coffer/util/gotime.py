@@ -1,0 +1,100 @@
+"""Go's RFC3339Nano time strings, kept to the nanosecond.
+
+restic writes every timestamp (node times, snapshot time, lock time) through Go's
+``time.Time.MarshalJSON``: RFC3339 with up to nine fractional digits, trailing zeros dropped, and the
+writer's local UTC offset ("Z" when the offset is zero). Python's ``datetime`` keeps only
+microseconds, so times live here as integer nanoseconds since the epoch plus the offset in seconds.
+Reproducing the exact string matters: it is part of the tree bytes, hence of the tree ID.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+
+NS = 1_000_000_000
+
+_RFC3339 = re.compile(
+    r"^(\d{4,})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+)
+
+_offset_cache: dict[int, int] = {}
+
+
+def local_offset(sec: int) -> int:
+    """UTC offset in seconds of the local zone at ``sec`` (honours DST, like Go's time.Local)."""
+    # Offsets change rarely; caching per hour keeps this off the per-file cost of a backup.
+    hour = sec // 3600
+    off = _offset_cache.get(hour)
+    if off is None:
+        try:
+            off = time.localtime(sec).tm_gmtoff
+        except (OverflowError, OSError, ValueError):
+            off = 0
+        if len(_offset_cache) > 4096:
+            _offset_cache.clear()
+        _offset_cache[hour] = off
+    return off
+
+
+def format_ns(ns: int, offset: int | None = None) -> str:
+    """Format epoch nanoseconds as Go's RFC3339Nano; ``offset=None`` means the local zone."""
+    sec, frac = divmod(ns, NS)
+    if offset is None:
+        offset = local_offset(sec)
+    t = time.gmtime(sec + offset) if -62135596800 <= sec + offset <= 253402300799 else None
+    if t is None:
+        # Go clamps years outside 0..9999 when marshalling; restic clamps too. Use the bounds.
+        t = time.gmtime(-62135596800 if sec + offset < 0 else 253402300799)
+        frac = 0
+    s = "%04d-%02d-%02dT%02d:%02d:%02d" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+    if frac:
+        s += ("." + "%09d" % frac).rstrip("0")
+    if offset == 0:
+        return s + "Z"
+    sign = "+" if offset > 0 else "-"
+    h, m = divmod(abs(offset) // 60, 60)
+    return "%s%s%02d:%02d" % (s, sign, h, m)
+
+
+@dataclass(frozen=True, slots=True)
+class GoTime:
+    """A parsed timestamp: epoch nanoseconds and the UTC offset it was written with."""
+
+    ns: int
+    offset: int
+
+    def format(self) -> str:
+        return format_ns(self.ns, self.offset)
+
+    @property
+    def seconds(self) -> float:
+        return self.ns / NS
+
+
+def parse(s: str) -> GoTime:
+    """Parse an RFC3339(Nano) string; raises ValueError on anything else."""
+    m = _RFC3339.match(s)
+    if not m:
+        raise ValueError(f"not an RFC3339 time: {s!r}")
+    year, mon, day, hh, mm, ss = (int(m.group(i)) for i in range(1, 7))
+    frac = m.group(7) or ""
+    ns_frac = int(frac.ljust(9, "0")) if frac else 0
+    if m.group(8):
+        offset = 0
+    else:
+        offset = (int(m.group(10)) * 3600 + int(m.group(11)) * 60) * (1 if m.group(9) == "+" else -1)
+    if not (1 <= mon <= 12 and 1 <= day <= 31 and hh <= 23 and mm <= 59 and ss <= 60):
+        raise ValueError(f"time out of range: {s!r}")
+    sec = calendar.timegm((year, mon, day, hh, mm, ss, 0, 0, 0)) - offset
+    return GoTime(sec * NS + ns_frac, offset)
+
+
+def parse_ns(s: str) -> int:
+    return parse(s).ns
+
+
+def now_ns() -> int:
+    return time.time_ns()
