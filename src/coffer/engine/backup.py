@@ -1,0 +1,689 @@
+"""Backup: walk -> read -> chunk -> hash -> dedup -> compress -> encrypt -> pack -> upload.
+
+Threads, not processes: every heavy stage runs in C code that releases the GIL (the compiled
+chunker, hashlib, zstandard, the backend's I/O), so two cores stay busy while Python only moves
+references around. Memory is bounded by semaphores (files in flight, chunks in flight, packs in
+flight), never by the size of the input.
+
+Directories finish asynchronously: a directory's tree blob is written by whichever thread completes
+its last child, so the walker never waits for a slow file. A directory whose entries are all the
+parent snapshot's nodes keeps the parent's tree ID without re-encoding anything; that is what
+makes a no-change backup cheap.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import stat as st
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from coffer import env
+from coffer.engine.excludes import ExcludeRules
+from coffer.engine.fsnode import node_from_stat, same_metadata, unchanged
+from coffer.engine.progress import Progress, Warning_
+from coffer.errors import CofferError, Interrupted, SourceError, UsageError
+from coffer.store import chunker
+from coffer.store.format.pack import BlobType
+from coffer.store.format.snapshot import Snapshot
+from coffer.store.format.tree import Node, go_mode
+from coffer.store.repository import Repository
+from coffer.util import gotime
+
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+@dataclass
+class StreamInput:
+    """A named stream (stdin, a database dump) stored as one file in the snapshot's root.
+
+    ``open`` starts the producer and returns a reader; ``finish`` is called after the stream was
+    read to the end and must raise SourceError if the producer failed, so that a truncated dump
+    never becomes a snapshot.
+    """
+
+    name: str
+    open: Callable[[], BinaryIO]
+    finish: Callable[[], None] | None = None
+    mode: int = 0o644
+
+
+@dataclass
+class BackupRequest:
+    paths: list[str] = field(default_factory=list)
+    streams: list[StreamInput] = field(default_factory=list)
+    host: str = ""
+    tags: list[str] = field(default_factory=list)
+    time_ns: int | None = None
+    parent: Snapshot | None = None
+    excludes: ExcludeRules = field(default_factory=ExcludeRules)
+    read_concurrency: int = 2
+    program_version: str = ""
+
+
+@dataclass
+class BackupSummary:
+    files_new: int = 0
+    files_changed: int = 0
+    files_unmodified: int = 0
+    dirs_new: int = 0
+    dirs_changed: int = 0
+    dirs_unmodified: int = 0
+    data_blobs: int = 0
+    tree_blobs: int = 0
+    data_added: int = 0
+    data_added_packed: int = 0
+    total_files_processed: int = 0
+    total_bytes_processed: int = 0
+    total_duration: float = 0.0
+    backup_start: str = ""
+    backup_end: str = ""
+
+
+@dataclass
+class BackupResult:
+    snapshot: Snapshot
+    summary: BackupSummary
+    warnings: list[Warning_]
+
+    @property
+    def partial(self) -> bool:
+        """Some source items could not be read (restic exit code 3)."""
+        return any(w.during in ("archival", "scan", "read") and w.message for w in self.warnings)
+
+
+class _Dir:
+    """A directory being assembled: one slot per entry, filled as children finish."""
+
+    __slots__ = ("node", "parent", "parent_index", "pending", "prev_node", "prev_nodes", "slots", "subtree_done")
+
+    def __init__(self, node: Node | None, parent: _Dir | None, parent_index: int, prev_node: Node | None) -> None:
+        self.node = node
+        self.parent = parent
+        self.parent_index = parent_index
+        self.pending = 1  # the walker's own hold, released when all entries were handed out
+        self.prev_node = prev_node
+        self.prev_nodes: list[Node] | None = None
+        self.slots: list[Node | None] = []
+        self.subtree_done = False
+
+
+class _VDir:
+    """Intermediate directory made from target paths (e.g. /home and /home/alice for /home/alice/src)."""
+
+    def __init__(self, fs_path: bytes) -> None:
+        self.fs_path = fs_path
+        self.children: dict[bytes, _VDir | bytes] = {}  # name -> sub-VDir or target path
+
+
+class _Prefixed:
+    """A reader that first returns ``prefix`` and then continues with ``f``."""
+
+    def __init__(self, prefix: bytes, f: BinaryIO) -> None:
+        self._prefix = memoryview(prefix)
+        self._f = f
+
+    def readinto(self, b: memoryview | bytearray) -> int:
+        if self._prefix:
+            n = min(len(b), len(self._prefix))
+            b[:n] = self._prefix[:n]
+            self._prefix = self._prefix[n:]
+            return n
+        return self._f.readinto(b)  # type: ignore[attr-defined]
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            k = len(self._prefix) if n < 0 else min(n, len(self._prefix))
+            out = bytes(self._prefix[:k])
+            self._prefix = self._prefix[k:]
+            return out
+        return self._f.read(n)
+
+
+class Archiver:
+    FILES_IN_FLIGHT = 512
+    CHUNKS_IN_FLIGHT = 6
+
+    def __init__(self, repo: Repository, req: BackupRequest, progress: Progress | None = None) -> None:
+        self.repo = repo
+        self.req = req
+        self.progress = progress or Progress()
+        self.summary = BackupSummary()
+        self._lock = threading.Lock()
+        self._tls = threading.local()
+        self._file_pool = cf.ThreadPoolExecutor(max(1, req.read_concurrency), thread_name_prefix="file")
+        self._blob_pool = cf.ThreadPoolExecutor(2, thread_name_prefix="blob")
+        self._file_slots = threading.BoundedSemaphore(self.FILES_IN_FLIGHT)
+        self._chunk_slots = threading.BoundedSemaphore(self.CHUNKS_IN_FLIGHT)
+        self._error: BaseException | None = None
+        self._root_done = threading.Event()
+        self._root_tree: bytes | None = None
+        self._root_dev: int | None = None
+        self.cancel = threading.Event()
+
+    # ------------------------------------------------------------------ plumbing
+    def _chunker(self) -> chunker.Chunker:
+        c: chunker.Chunker | None = getattr(self._tls, "chunker", None)
+        if c is None:
+            c = self._tls.chunker = chunker.Chunker(self.repo.config.chunker_polynomial)
+        return c
+
+    def _fail(self, e: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = e
+        self._root_done.set()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self.cancel.is_set():
+            raise Interrupted("backup interrupted")
+
+    def _warn(self, path: bytes | str, msg: str, during: str = "archival") -> None:
+        p = os.fsdecode(path) if isinstance(path, bytes) else path
+        self.progress.warn(p, msg, during)
+
+    def _count(self, **kw: int) -> None:
+        with self._lock:
+            s = self.summary
+            for k, v in kw.items():
+                setattr(s, k, getattr(s, k) + v)
+
+    # ------------------------------------------------------------------ directory completion
+    def _child_done(self, d: _Dir, index: int, node: Node | None) -> None:
+        """Fill a slot; when a directory has all its children, finish it (and maybe its parents)."""
+        cur: _Dir | None = d
+        idx, val = index, node
+        while cur is not None:
+            with self._lock:
+                if idx >= 0:
+                    cur.slots[idx] = val
+                cur.pending -= 1
+                ready = cur.pending == 0
+            if not ready:
+                return
+            try:
+                val = self._finish_dir(cur)
+            except BaseException as e:  # a failed tree save is fatal for the whole backup
+                self._fail(e)
+                return
+            idx = cur.parent_index
+            cur = cur.parent
+
+    def _release(self, d: _Dir) -> None:
+        self._child_done(d, -1, None)
+
+    def _finish_dir(self, d: _Dir) -> Node | None:
+        nodes = [n for n in d.slots if n is not None]
+        prev = d.prev_nodes
+        unchanged_tree = (
+            prev is not None
+            and d.prev_node is not None
+            and d.prev_node.subtree is not None
+            and len(prev) == len(nodes)
+            and all(a is b for a, b in zip(nodes, prev))
+            and self.repo.has_blob(BlobType.TREE, d.prev_node.subtree)
+        )
+        if unchanged_tree:
+            assert d.prev_node is not None and d.prev_node.subtree is not None
+            subtree = d.prev_node.subtree
+            if d.node is not None:
+                self._count(dirs_unmodified=1)
+        else:
+            if self._error is not None:
+                return None
+            subtree = self.repo.save_tree(nodes)
+            if d.node is not None:
+                self._count(**({"dirs_changed": 1} if d.prev_node is not None else {"dirs_new": 1}))
+        if d.node is None:  # the root
+            self._root_tree = subtree
+            self._root_done.set()
+            return None
+        if d.prev_node is not None and d.node is d.prev_node and d.prev_node.subtree == subtree:
+            return d.prev_node
+        n = d.node
+        if n is d.prev_node:  # metadata was reused but the content changed: make our own copy
+            n = _copy_node(n)
+        n.subtree = subtree
+        return n
+
+    # ------------------------------------------------------------------ previous snapshot
+    def _prev_children(self, prev: Node | None) -> list[Node] | None:
+        if prev is None or prev.type != "dir" or prev.subtree is None:
+            return None
+        try:
+            return self.repo.load_tree(prev.subtree)
+        except CofferError as e:
+            self._warn("", f"cannot load tree {prev.subtree.hex()[:8]} of the parent snapshot: {e}", "scan")
+            return None
+
+    # ------------------------------------------------------------------ the walk
+    def run(self) -> BackupResult:
+        req = self.req
+        start_ns = gotime.now_ns()
+        t0 = time.monotonic()
+        snap_time = req.time_ns if req.time_ns is not None else start_ns
+        self.summary.backup_start = gotime.format_ns(start_ns)
+        try:
+            if req.streams:
+                paths = ["/" + s.name for s in req.streams]
+                self._backup_streams(snap_time)
+            else:
+                paths = self._backup_paths()
+            while not self._root_done.wait(0.5):
+                self._check()
+            self._check()
+            self.repo.flush()
+        except BaseException:
+            self._file_pool.shutdown(wait=True, cancel_futures=True)
+            self._blob_pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        self._file_pool.shutdown(wait=True)
+        self._blob_pool.shutdown(wait=True)
+        assert self._root_tree is not None
+        ws = self.repo.writer.stats
+        s = self.summary
+        s.data_blobs, s.tree_blobs = ws.data_blobs, ws.tree_blobs
+        s.data_added, s.data_added_packed = ws.bytes_plain, ws.bytes_stored
+        end_ns = gotime.now_ns()
+        s.backup_end = gotime.format_ns(end_ns)
+        s.total_duration = time.monotonic() - t0
+        snap = Snapshot(
+            time=gotime.format_ns(snap_time), tree=self._root_tree, paths=paths,
+            hostname=req.host or env.hostname(), username=env.username(), uid=os.getuid(), gid=os.getgid(),
+            excludes=list(req.excludes.raw), tags=list(req.tags),
+            parent=req.parent.id if req.parent is not None else None,
+            program_version=req.program_version,
+        )
+        self.repo.save_snapshot(snap)
+        return BackupResult(snap, s, list(self.progress.warnings))
+
+    def _backup_streams(self, snap_time: int) -> None:
+        root = _Dir(None, None, -1, None)
+        items = sorted(self.req.streams, key=lambda s: s.name.encode())
+        names = [s.name.encode() for s in items]
+        if len(set(names)) != len(names) or any(b"/" in n or n in (b"", b".", b"..") for n in names):
+            raise UsageError("stream names must be unique plain file names")
+        root.slots = [None] * len(items)
+        root.pending += len(items)
+        t = gotime.format_ns(snap_time)
+        for i, s in enumerate(items):
+            node = Node(
+                name=s.name.encode(), type="file", mode=go_mode(st.S_IFREG | s.mode), mtime=t, atime=t, ctime=t,
+                uid=os.getuid(), gid=os.getgid(), content=[],
+            )
+            self._file_slots.acquire()
+            self._file_pool.submit(self._stream_job, root, i, s, node)
+        self._release(root)
+
+    def _stream_job(self, d: _Dir, i: int, s: StreamInput, node: Node) -> None:
+        try:
+            self.progress.begin_item("/" + s.name)
+            reader = s.open()
+            try:
+                content, size = self._chunk_stream(reader)
+            finally:
+                close = getattr(reader, "close", None)
+                if close is not None:
+                    close()
+            if s.finish is not None:
+                s.finish()
+            node.content, node.size = content, size
+            self._count(files_new=1, total_files_processed=1, total_bytes_processed=size)
+            self.progress.add_done(1, 0)
+            self._child_done(d, i, node)
+        except BaseException as e:
+            self._fail(e if isinstance(e, CofferError) else SourceError(f"stream {s.name}: {e}"))
+        finally:
+            self.progress.end_item()
+            self._file_slots.release()
+
+    def _backup_paths(self) -> list[str]:
+        req = self.req
+        if not req.paths:
+            raise UsageError("nothing to back up: give at least one path")
+        cwd = os.getcwd()
+        abs_paths = sorted({os.path.normpath(os.path.join(cwd, p)) for p in req.paths})
+        vroot = _VDir(b"")
+        for p in req.paths:
+            absolute = os.fsencode(os.path.normpath(os.path.join(cwd, p)))
+            self._add_target(vroot, os.fsencode(os.path.normpath(p)), absolute)
+        if self.req.excludes.one_file_system:
+            try:
+                self._root_dev = os.lstat(abs_paths[0]).st_dev
+            except OSError:
+                self._root_dev = None
+        scanner = threading.Thread(target=self._scan, args=(abs_paths,), daemon=True, name="scan")
+        scanner.start()
+        prev_root = None
+        if req.parent is not None:
+            prev_root = Node(name=b"", type="dir", subtree=req.parent.tree)
+        root = _Dir(None, None, -1, prev_root)
+        root.prev_nodes = self._prev_children(prev_root)
+        self._walk(root, self._virtual_entries(vroot))
+        return abs_paths
+
+    @staticmethod
+    def _add_target(vroot: _VDir, rel: bytes, absolute: bytes) -> None:
+        if rel.startswith(b"/"):
+            comps = [c for c in rel.split(b"/") if c]
+            fs_prefix = b""
+        else:
+            comps = [c for c in rel.split(b"/") if c and c != b"."]
+            # restic drops leading ".." components: "../src" is stored as "src"
+            while comps and comps[0] == b"..":
+                comps.pop(0)
+            fs_prefix = absolute[: len(absolute) - len(b"/".join(comps))].rstrip(b"/") if comps else b""
+        if not comps:
+            raise UsageError(f"invalid backup target {os.fsdecode(rel)!r}")
+        cur = vroot
+        path = fs_prefix
+        for c in comps[:-1]:
+            path = path + b"/" + c
+            nxt = cur.children.get(c)
+            if isinstance(nxt, bytes):
+                return  # an enclosing directory is already a target
+            if nxt is None:
+                nxt = cur.children[c] = _VDir(path)
+            cur = nxt
+        leaf = comps[-1]
+        name = leaf
+        k = 0
+        while name in cur.children:
+            existing = cur.children[name]
+            if existing == absolute:
+                return
+            if isinstance(existing, _VDir):
+                cur.children[name] = absolute  # the target contains what was intermediate
+                return
+            k += 1
+            name = leaf + b"-%d" % k
+        cur.children[name] = absolute
+
+    def _virtual_entries(self, v: _VDir) -> Iterator[tuple[bytes, bytes, _VDir | None]]:
+        for name in sorted(v.children):
+            c = v.children[name]
+            if isinstance(c, _VDir):
+                yield name, c.fs_path, c
+            else:
+                yield name, c, None
+
+    def _scan(self, paths: list[str]) -> None:
+        """Count files and bytes for the progress ETA (best effort, concurrent with the backup)."""
+        ex = self.req.excludes
+        try:
+            stack = [os.fsencode(p) for p in paths]
+            while stack and not self._root_done.is_set():
+                p = stack.pop()
+                try:
+                    s = os.lstat(p)
+                except OSError:
+                    continue
+                if st.S_ISDIR(s.st_mode):
+                    try:
+                        with os.scandir(p) as it:
+                            files = 0
+                            nbytes = 0
+                            for e in it:
+                                if ex.patterns and ex.excluded(os.fsdecode(e.path)):
+                                    continue
+                                if e.is_dir(follow_symlinks=False):
+                                    stack.append(e.path)
+                                else:
+                                    files += 1
+                                    if e.is_file(follow_symlinks=False):
+                                        try:
+                                            nbytes += e.stat(follow_symlinks=False).st_size
+                                        except OSError:
+                                            pass
+                            self.progress.add_total(files, nbytes)
+                    except OSError:
+                        continue
+                else:
+                    self.progress.add_total(1, s.st_size if st.S_ISREG(s.st_mode) else 0)
+        finally:
+            self.progress.scan_finished = True
+
+    def _walk(self, root: _Dir, root_entries: Iterator[tuple[bytes, bytes, _VDir | None]]) -> None:
+        # An explicit stack of generators: deep trees must not hit Python's recursion limit.
+        stack: list[Iterator[Any]] = [self._process_dir(root, root_entries, virtual=True)]
+        while stack:
+            self._check()
+            try:
+                child = next(stack[-1])
+            except StopIteration:
+                stack.pop()
+                continue
+            if child is not None:
+                stack.append(child)
+
+    def _list_dir(self, d: _Dir, path: bytes) -> Iterator[tuple[bytes, bytes, _VDir | None]] | None:
+        try:
+            with os.scandir(path) as it:
+                entries = sorted((e.name, e.path) for e in it)
+        except OSError as e:
+            self._warn(path, f"cannot read directory: {e.strerror}", "archival")
+            return None
+        return ((n, p, None) for n, p in entries)
+
+    def _process_dir(
+        self, d: _Dir, entries: Iterator[tuple[bytes, bytes, _VDir | None]], virtual: bool = False
+    ) -> Iterator[Any]:
+        items = list(entries)
+        with self._lock:
+            d.slots = [None] * len(items)
+            d.pending += len(items)
+        prev_map = {n.name: n for n in d.prev_nodes} if d.prev_nodes else None
+        ex = self.req.excludes
+        for i, (name, path, vdir) in enumerate(items):
+            if ex.patterns and vdir is None and ex.excluded(os.fsdecode(path)):
+                self._child_done(d, i, None)
+                continue
+            try:
+                s = os.lstat(path)
+            except OSError as e:
+                self._warn(path, f"{e.strerror}", "archival")
+                self._child_done(d, i, None)
+                continue
+            prev = prev_map.get(name) if prev_map else None
+            mode = s.st_mode
+            if st.S_ISDIR(mode):
+                yield self._enter_dir(d, i, name, path, s, prev, vdir)
+            elif vdir is not None:
+                self._warn(path, "intermediate path is not a directory", "archival")
+                self._child_done(d, i, None)
+            elif st.S_ISREG(mode):
+                self._file(d, i, name, path, s, prev)
+            else:
+                node, w = node_from_stat(name, path, s)
+                if w:
+                    self._warn(path, w)
+                self._count(total_files_processed=1)
+                self.progress.add_done(1, 0)
+                self._child_done(d, i, node)
+        self._release(d)
+
+    def _enter_dir(
+        self, parent: _Dir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None, vdir: _VDir | None
+    ) -> Iterator[Any] | None:
+        prev_dir = prev if prev is not None and prev.type == "dir" else None
+        if prev_dir is not None and _same_dir_meta(s, prev_dir):
+            node = prev_dir  # reused as-is if the subtree also comes out the same
+        else:
+            node, w = node_from_stat(name, path, s)
+            if w:
+                self._warn(path, w)
+        sub = _Dir(node, parent, i, prev_dir)
+        sub.prev_nodes = self._prev_children(prev_dir)
+        if vdir is not None:
+            return self._process_dir(sub, self._virtual_entries(vdir), virtual=True)
+        ex = self.req.excludes
+        if (ex.one_file_system and self._root_dev is not None and s.st_dev != self._root_dev) or (
+            ex.exclude_caches and ex.is_tagged_cache(path)
+        ):
+            return self._process_dir(sub, iter(()))
+        listing = self._list_dir(sub, path)
+        return self._process_dir(sub, listing if listing is not None else iter(()))
+
+    # ------------------------------------------------------------------ files
+    def _file(self, d: _Dir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None) -> None:
+        if prev is not None and unchanged(s, prev) and self._all_present(prev.content or []):
+            if same_metadata(s, prev):
+                node = prev
+            else:
+                node, w = node_from_stat(name, path, s)
+                node.content = list(prev.content or [])
+            self._count(files_unmodified=1, total_files_processed=1, total_bytes_processed=s.st_size)
+            self.progress.add_done(1, s.st_size)
+            self._child_done(d, i, node)
+            return
+        node, w = node_from_stat(name, path, s)
+        if w:
+            self._warn(path, w)
+        while not self._file_slots.acquire(timeout=0.5):
+            self._check()
+        try:
+            self._file_pool.submit(self._file_job, d, i, path, node, s, prev is not None)
+        except RuntimeError:  # pool shut down after a fatal error
+            self._file_slots.release()
+            self._check()
+            raise
+
+    def _all_present(self, content: list[bytes]) -> bool:
+        has = self.repo.has_blob
+        return all(has(BlobType.DATA, c) for c in content)
+
+    def _file_job(self, d: _Dir, i: int, path: bytes, node: Node, s: os.stat_result, existed: bool) -> None:
+        spath = os.fsdecode(path)
+        self.progress.begin_item(spath)
+        try:
+            try:
+                content, size, changed = self._read_file(path, s)
+            except _SourceReadError as e:
+                self._warn(path, str(e), "archival")
+                self._child_done(d, i, None)
+                return
+            if changed:
+                self._warn(path, "file changed while it was read; the stored content may be inconsistent", "changed")
+            node.content, node.size = content, size
+            self._count(
+                total_files_processed=1, total_bytes_processed=size,
+                **({"files_changed": 1} if existed else {"files_new": 1}),
+            )
+            self.progress.add_done(1, 0)
+            self._child_done(d, i, node)
+        except BaseException as e:
+            self._fail(e)
+        finally:
+            self.progress.end_item()
+            self._file_slots.release()
+
+    def _read_file(self, path: bytes, s: os.stat_result) -> tuple[list[bytes], int, bool]:
+        try:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _O_NOATIME)
+            except PermissionError:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise _SourceReadError(f"open: {e.strerror}") from None
+        with open(fd, "rb", buffering=0) as f:
+            try:
+                fs = os.fstat(fd)
+            except OSError as e:
+                raise _SourceReadError(f"stat: {e.strerror}") from None
+            if not st.S_ISREG(fs.st_mode):
+                raise _SourceReadError("is no longer a regular file")
+            content, size = self._chunk_stream(f)
+            try:
+                after = os.fstat(fd)
+            except OSError:
+                after = fs
+        changed = (
+            after.st_size != s.st_size or after.st_mtime_ns != s.st_mtime_ns or after.st_ctime_ns != s.st_ctime_ns
+            or size != s.st_size
+        )
+        return content, size, changed
+
+    def _chunk_stream(self, f: BinaryIO) -> tuple[list[bytes], int]:
+        """Content IDs of a readable stream. Source read errors raise _SourceReadError."""
+        save = self.repo.save_blob
+        try:
+            head = _read_up_to(f, chunker.MIN_SIZE + 1)
+        except OSError as e:
+            raise _SourceReadError(f"read: {e.strerror}") from None
+        if len(head) <= chunker.MIN_SIZE:
+            # Small files are one chunk: no chunker, no hand-off, the file thread does it all.
+            if not head:
+                return [], 0
+            self._check()
+            bid, _ = save(BlobType.DATA, head)
+            self.progress.add_bytes(len(head))
+            return [bid], len(head)
+        futs: list[cf.Future[bytes]] = []
+        size = 0
+        it = self._chunker().iter_chunks(_Prefixed(head, f))  # type: ignore[arg-type]
+        while True:
+            try:
+                chunk = next(it)
+            except StopIteration:
+                break
+            except OSError as e:
+                for fu in futs:
+                    fu.cancel()
+                raise _SourceReadError(f"read: {e.strerror}") from None
+            size += len(chunk)
+            while not self._chunk_slots.acquire(timeout=0.5):
+                self._check()
+            futs.append(self._blob_pool.submit(self._save_chunk, chunk))
+        return [fu.result() for fu in futs], size
+
+    def _save_chunk(self, chunk: bytes) -> bytes:
+        try:
+            bid, _ = self.repo.save_blob(BlobType.DATA, chunk)
+            self.progress.add_bytes(len(chunk))
+            return bid
+        finally:
+            self._chunk_slots.release()
+
+
+class _SourceReadError(Exception):
+    """Reading a source item failed: a warning for that item, not a failed backup."""
+
+
+def _read_up_to(f: BinaryIO, n: int) -> bytes:
+    parts = []
+    got = 0
+    while got < n:
+        b = f.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+def _same_dir_meta(s: os.stat_result, prev: Node) -> bool:
+    """A directory node can be reused when nothing restic records about it changed."""
+    return (
+        prev.inode == s.st_ino
+        and prev.mtime == gotime.format_ns(s.st_mtime_ns)
+        and prev.ctime == gotime.format_ns(s.st_ctime_ns)
+        and prev.atime == prev.mtime
+        and prev.mode == go_mode(s.st_mode)
+        and prev.uid == s.st_uid
+        and prev.gid == s.st_gid
+        and prev.device_id == s.st_dev
+        and prev.links == 0
+    )
+
+
+def _copy_node(n: Node) -> Node:
+    import copy
+
+    return copy.copy(n)
+

@@ -1,0 +1,194 @@
+"""A repository in a local directory (also how NFS and other mounted filesystems are used).
+
+Saves go to a temporary name in the target directory, are fsynced, renamed into place, and the
+directory is fsynced, so a crash leaves either the whole file or none under its final name.
+Files are made read-only afterwards, as restic does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+
+from coffer.errors import BackendError, NoSpace, ObjectNotFound, PermissionDenied, ShortRead
+from coffer.store.backend.base import Backend, BackendProperties, FileInfo, FileType, Handle
+
+_TMP_MARK = "-tmp-"
+
+
+def _translate(e: OSError, what: str, where: str) -> BackendError:
+    code = e.errno
+    msg = f"{where}: {what}: {e.strerror or e}"
+    if code == errno.ENOENT:
+        return ObjectNotFound(msg)
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return NoSpace(msg, hint="free space on the repository's filesystem, then run the command again")
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return PermissionDenied(msg, hint="check ownership and permissions of the repository directory")
+    if code in (errno.EINTR, errno.EAGAIN, errno.ETIMEDOUT, errno.ESTALE):
+        return BackendError(msg, transient=True)
+    return BackendError(msg)
+
+
+class LocalBackend(Backend):
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.location = self.path
+
+    @property
+    def properties(self) -> BackendProperties:
+        return BackendProperties(connections=2, atomic_replace=True)
+
+    def _dir(self, t: FileType) -> str:
+        return self.path if t is FileType.CONFIG else os.path.join(self.path, t.dirname)
+
+    def filename(self, h: Handle) -> str:
+        if h.type is FileType.CONFIG:
+            return os.path.join(self.path, "config")
+        if h.type is FileType.PACK:
+            return os.path.join(self.path, "data", h.name[:2], h.name)
+        return os.path.join(self.path, h.type.dirname, h.name)
+
+    def create(self) -> None:
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            for t in (FileType.KEY, FileType.SNAPSHOT, FileType.INDEX, FileType.LOCK, FileType.PACK):
+                os.makedirs(self._dir(t), mode=0o700, exist_ok=True)
+            for i in range(256):
+                os.makedirs(os.path.join(self.path, "data", "%02x" % i), mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise _translate(e, "create repository", self.path) from None
+
+    def save(self, h: Handle, data: bytes | bytearray | memoryview) -> None:
+        final = self.filename(h)
+        d = os.path.dirname(final)
+        tmp = f"{final}{_TMP_MARK}{secrets.token_hex(8)}"
+        fd = -1
+        try:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                os.makedirs(d, mode=0o700, exist_ok=True)
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            mv = memoryview(data)
+            while mv:
+                n = os.write(fd, mv)
+                mv = mv[n:]
+            os.fsync(fd)
+            os.close(fd)
+            fd = -1
+            os.chmod(tmp, 0o400)
+            os.rename(tmp, final)
+            _fsync_dir(d)
+        except OSError as e:
+            if fd >= 0:
+                os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise _translate(e, f"save {h}", self.location) from None
+
+    def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
+        fn = self.filename(h)
+        try:
+            with open(fn, "rb", buffering=0) as f:
+                if length is None:
+                    if offset:
+                        f.seek(offset)
+                    return f.read()
+                data = os.pread(f.fileno(), length, offset)
+                if len(data) < length:
+                    # pread may return less on some filesystems; finish the read before giving up
+                    parts = [data]
+                    got = len(data)
+                    while got < length:
+                        more = os.pread(f.fileno(), length - got, offset + got)
+                        if not more:
+                            break
+                        parts.append(more)
+                        got += len(more)
+                    data = b"".join(parts)
+                if len(data) != length:
+                    raise ShortRead(f"{self.location}: {h}: wanted {length} bytes at {offset}, got {len(data)}")
+                return data
+        except OSError as e:
+            raise _translate(e, f"load {h}", self.location) from None
+
+    def stat(self, h: Handle) -> FileInfo:
+        try:
+            return FileInfo(h.name, os.stat(self.filename(h)).st_size)
+        except OSError as e:
+            raise _translate(e, f"stat {h}", self.location) from None
+
+    def remove(self, h: Handle) -> None:
+        fn = self.filename(h)
+        try:
+            os.unlink(fn)
+        except PermissionError:
+            # some filesystems refuse to unlink read-only files; make it writable and retry
+            try:
+                os.chmod(fn, 0o600)
+                os.unlink(fn)
+            except OSError as e:
+                raise _translate(e, f"remove {h}", self.location) from None
+        except OSError as e:
+            raise _translate(e, f"remove {h}", self.location) from None
+
+    def list(self, t: FileType) -> Iterator[FileInfo]:
+        if t is FileType.CONFIG:
+            try:
+                yield FileInfo("", os.stat(self.filename(Handle(t))).st_size)
+            except FileNotFoundError:
+                pass
+            return
+        base = self._dir(t)
+        dirs = [base]
+        if t is FileType.PACK:
+            try:
+                dirs = sorted(ent.path for ent in os.scandir(base) if ent.is_dir(follow_symlinks=False))
+            except FileNotFoundError:
+                return
+            except OSError as err:
+                raise _translate(err, f"list {t.dirname}", self.location) from None
+        for d in dirs:
+            try:
+                with os.scandir(d) as it:
+                    for ent in it:
+                        if _TMP_MARK in ent.name or not ent.is_file(follow_symlinks=False):
+                            continue
+                        try:
+                            size = ent.stat(follow_symlinks=False).st_size
+                        except FileNotFoundError:
+                            continue
+                        yield FileInfo(ent.name, size)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise _translate(e, f"list {t.dirname}", self.location) from None
+
+    def remove_stale_temp_files(self) -> int:
+        """Temporary files left by a crash; safe to delete while nothing writes (exclusive lock)."""
+        n = 0
+        for root, _dirs, files in os.walk(self.path):
+            for f in files:
+                if _TMP_MARK in f:
+                    try:
+                        os.unlink(os.path.join(root, f))
+                        n += 1
+                    except OSError:
+                        pass
+        return n
+
+
+def _fsync_dir(d: str) -> None:
+    fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):  # some filesystems cannot fsync a directory
+            raise
+    finally:
+        os.close(fd)

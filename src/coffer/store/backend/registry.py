@@ -1,0 +1,30 @@
+"""Repository URL -> backend driver, with restic's URL forms."""
+
+from __future__ import annotations
+
+from coffer.errors import UsageError
+from coffer.store.backend.base import Backend
+from coffer.store.backend.local import LocalBackend
+
+
+def open_backend(url: str, options: dict[str, str] | None = None) -> Backend:
+    """Create the driver for ``url``. Remote drivers import lazily so a local run loads none of them."""
+    options = options or {}
+    if not url:
+        raise UsageError("no repository given", hint="use -r/--repo or set COFFER_REPOSITORY / RESTIC_REPOSITORY")
+    if url.startswith("local:"):
+        return LocalBackend(url[len("local:"):])
+    scheme = url.split(":", 1)[0]
+    if scheme in ("s3", "rest", "sftp", "rclone", "b2", "azure", "gs", "swift") and ":" in url:
+        try:
+            import importlib
+
+            mod = importlib.import_module(f"coffer.store.backend.{scheme}")
+        except ImportError:
+            raise UsageError(f"backend {scheme!r} is not supported yet") from None
+        factory = getattr(mod, "from_url", None)
+        if factory is None:
+            raise UsageError(f"backend {scheme!r} is not supported yet")
+        backend: Backend = factory(url, options)
+        return backend
+    return LocalBackend(url)

@@ -1,0 +1,476 @@
+"""Where bytes meet objects: an opened repository reads and writes restic's format.
+
+Write order keeps the repository consistent at every instant: packs are uploaded first, then the
+index files that point into them, then the snapshot that references the trees. Anything a crash
+leaves behind is unreferenced and harmless (prune removes it later).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from coffer import env
+from coffer.errors import (
+    BackendError,
+    BlobNotFound,
+    FormatError,
+    IntegrityError,
+    NoKeyFound,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    UsageError,
+)
+from coffer.store.backend.base import Backend, FileInfo, FileType, Handle
+from coffer.store.format import compression, crypto, ids, kdf, keyfile, pack, tree
+from coffer.store.format.config import RepoConfig
+from coffer.store.format.index import IndexFile, IndexPack
+from coffer.store.format.pack import BlobType, PackedBlob
+from coffer.store.format.snapshot import Snapshot
+from coffer.store.master_index import MasterIndex
+
+MAX_KEYS_TRIED = 20
+DEFAULT_PACK_SIZE = 16 * 1024 * 1024
+INDEX_MAX_BLOBS = 50_000
+MAX_UNPACKED_FILE = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class PackHeader:
+    pack_id: bytes
+    size: int
+    header_length: int
+    blobs: list[PackedBlob]
+
+
+class Repository:
+    """An opened repository: config and master key are known, so it can read and write."""
+
+    def __init__(self, backend: Backend, key: crypto.CryptoKey, config: RepoConfig, key_id: str) -> None:
+        self.backend = backend
+        self.key = key
+        self.config = config
+        self.key_id = key_id
+        self.index = MasterIndex()
+        self.index_loaded = False
+        self.compression_level: int | None = compression.DEFAULT_LEVEL  # None = off (data blobs)
+        self.pack_size = DEFAULT_PACK_SIZE
+        self.lock_guard: Callable[[], None] | None = None  # raises LockLost before commits
+        self._writer: BlobWriter | None = None
+
+    # ---------------------------------------------------------------- creation and opening
+    @property
+    def version(self) -> int:
+        return self.config.version
+
+    @classmethod
+    def init(
+        cls, backend: Backend, password: str, *, version: int = 2, polynomial: int | None = None,
+        params: kdf.ScryptParams = kdf.DEFAULT_PARAMS,
+    ) -> Repository:
+        if not password:
+            raise UsageError("an empty password is not allowed")
+        if backend.exists(Handle(FileType.CONFIG)):
+            raise RepositoryExists(f"repository master key and config already initialized at {backend.location}")
+        if polynomial is None:
+            from coffer.store.chunker import random_polynomial
+
+            polynomial = random_polynomial()
+        config = RepoConfig.new(version, polynomial)
+        master = crypto.CryptoKey.random()
+        backend.create()
+        kf = keyfile.new_keyfile(password, master, username=env.username(), hostname=env.hostname(), params=params)
+        raw = kf.to_bytes()
+        key_id = hashlib.sha256(raw).hexdigest()
+        backend.save(Handle(FileType.KEY, key_id), raw)
+        backend.save(Handle(FileType.CONFIG), crypto.seal(master, config.to_bytes()))
+        return cls(backend, master, config, key_id)
+
+    @classmethod
+    def open(cls, backend: Backend, password: str, *, key_hint: str | None = None) -> Repository:
+        try:
+            raw_config = backend.load(Handle(FileType.CONFIG))
+        except ObjectNotFound:
+            raise RepositoryNotFound(
+                f"unable to open repository at {backend.location}: config file does not exist",
+                hint="check the repository location, or create one with `coffer init`",
+            ) from None
+        master, key_id = cls._find_key(backend, password, key_hint)
+        try:
+            plain = crypto.open_(master, raw_config)
+        except IntegrityError:
+            raise IntegrityError("config file: authentication failed (damaged or not this repository's key)") from None
+        return cls(backend, master, RepoConfig.from_bytes(plain), key_id)
+
+    @staticmethod
+    def _find_key(backend: Backend, password: str, key_hint: str | None) -> tuple[crypto.CryptoKey, str]:
+        names = [fi.name for fi in backend.list(FileType.KEY) if ids.is_id_hex(fi.name)]
+        if key_hint:
+            names.sort(key=lambda n: not n.startswith(key_hint))
+        tried = 0
+        for name in names:
+            if tried >= MAX_KEYS_TRIED:
+                break
+            tried += 1
+            try:
+                kf = keyfile.KeyFile.from_bytes(backend.load(Handle(FileType.KEY, name)))
+                return kf.open(password), name
+            except (IntegrityError, FormatError):
+                continue
+        raise NoKeyFound(
+            "wrong password or no key found",
+            hint=f"tried {tried} key file(s); check the password source (--password-file, COFFER_PASSWORD)",
+        )
+
+    # ---------------------------------------------------------------- unpacked files
+    def load_unpacked(self, t: FileType, file_id: bytes) -> bytes:
+        """Plaintext JSON of a snapshot/index/lock file, after checking its name and MAC."""
+        h = Handle(t, file_id.hex())
+        raw = self.backend.load(h)
+        if len(raw) > MAX_UNPACKED_FILE:
+            raise FormatError(f"{h}: file too large ({len(raw)} bytes)")
+        if hashlib.sha256(raw).digest() != file_id:
+            raise IntegrityError(f"{h}: content does not match its name (damaged file)")
+        try:
+            plain = crypto.open_(self.key, raw)
+        except IntegrityError:
+            raise IntegrityError(f"{h}: authentication failed (damaged file)") from None
+        try:
+            return compression.decode_unpacked(plain, self.version)
+        except FormatError as e:
+            raise FormatError(f"{h}: {e}") from None
+
+    def save_unpacked(self, t: FileType, json_bytes: bytes) -> bytes:
+        data = crypto.seal(self.key, compression.encode_unpacked(json_bytes, self.version))
+        file_id = hashlib.sha256(data).digest()
+        self.backend.save(Handle(t, file_id.hex()), data)
+        return file_id
+
+    def list_files(self, t: FileType) -> list[FileInfo]:
+        return [fi for fi in self.backend.list(t) if ids.is_id_hex(fi.name)]
+
+    def list_ids(self, t: FileType) -> list[bytes]:
+        return [bytes.fromhex(fi.name) for fi in self.list_files(t)]
+
+    def resolve_id(self, t: FileType, prefix: str) -> bytes:
+        """A full ID from a unique prefix, as restic's CLI accepts."""
+        prefix = prefix.lower()
+        if len(prefix) == 64 and ids.is_id_hex(prefix):
+            return bytes.fromhex(prefix)
+        matches = [fi.name for fi in self.list_files(t) if fi.name.startswith(prefix)]
+        if not matches:
+            raise ObjectNotFound(f"no {t.dirname} file with ID prefix {prefix!r} found")
+        if len(matches) > 1:
+            raise UsageError(f"ID prefix {prefix!r} is ambiguous ({len(matches)} matches)")
+        return bytes.fromhex(matches[0])
+
+    # ---------------------------------------------------------------- snapshots
+    def load_snapshot(self, snap_id: bytes) -> Snapshot:
+        return Snapshot.from_json(self.load_unpacked(FileType.SNAPSHOT, snap_id), snap_id)
+
+    def list_snapshots(self, on_error: Callable[[bytes, Exception], None] | None = None) -> list[Snapshot]:
+        """All readable snapshots; damaged ones are reported to ``on_error`` (or raise)."""
+        out: list[Snapshot] = []
+        ids_ = self.list_ids(FileType.SNAPSHOT)
+
+        def load(sid: bytes) -> Snapshot | Exception:
+            try:
+                return self.load_snapshot(sid)
+            except (FormatError, BackendError) as e:
+                return e
+
+        with cf.ThreadPoolExecutor(max_workers=max(2, self.backend.properties.connections)) as ex:
+            for sid, res in zip(ids_, ex.map(load, ids_)):
+                if isinstance(res, Exception):
+                    if on_error is None:
+                        raise res
+                    on_error(sid, res)
+                else:
+                    out.append(res)
+        return out
+
+    def save_snapshot(self, snap: Snapshot) -> bytes:
+        if self.lock_guard:
+            self.lock_guard()
+        snap.id = self.save_unpacked(FileType.SNAPSHOT, snap.to_json())
+        return snap.id
+
+    # ---------------------------------------------------------------- index
+    def load_index_file(self, index_id: bytes) -> IndexFile:
+        return IndexFile.from_json(self.load_unpacked(FileType.INDEX, index_id))
+
+    def load_index(self, on_error: Callable[[bytes, Exception], None] | None = None) -> None:
+        """Read every index file into memory. List snapshots *before* calling this."""
+        idx = MasterIndex()
+        ids_ = self.list_ids(FileType.INDEX)
+
+        def load(iid: bytes) -> IndexFile | Exception:
+            try:
+                return self.load_index_file(iid)
+            except (FormatError, BackendError) as e:
+                return e
+
+        with cf.ThreadPoolExecutor(max_workers=max(2, self.backend.properties.connections)) as ex:
+            for iid, res in zip(ids_, ex.map(load, ids_)):
+                if isinstance(res, Exception):
+                    if on_error is None:
+                        raise res
+                    on_error(iid, res)
+                    continue
+                for p in res.packs:
+                    idx.add_pack(p.id, p.blobs)
+                idx.index_ids.add(iid)
+        self.index = idx
+        self.index_loaded = True
+
+    # ---------------------------------------------------------------- blobs
+    def _require_index(self) -> None:
+        if not self.index_loaded:
+            raise RuntimeError("the index must be loaded first (Repository.load_index)")
+
+    def has_blob(self, t: BlobType, blob_id: bytes) -> bool:
+        return self.index.has(t, blob_id)
+
+    def load_blob(self, t: BlobType, blob_id: bytes) -> bytes:
+        self._require_index()
+        loc = self.index.lookup(t, blob_id)
+        if loc is None:
+            raise BlobNotFound(f"{t.label} blob {blob_id.hex()} not found in the index")
+        b = loc.blob
+        raw = self.backend.load(Handle(FileType.PACK, loc.pack_id.hex()), b.offset, b.length)
+        return self.decode_blob(loc.pack_id, b, raw)
+
+    def decode_blob(self, pack_id: bytes, b: PackedBlob, raw: bytes | memoryview) -> bytes:
+        """Verify, decrypt, decompress and hash-check one stored blob."""
+        try:
+            plain = crypto.open_(self.key, raw)
+            if b.uncompressed_length:
+                plain = compression.decompress_blob(plain, b.uncompressed_length)
+        except FormatError as e:
+            raise IntegrityError(
+                f"pack {pack_id.hex()[:8]}: {b.type.label} blob {b.id.hex()[:8]}: {e}"
+            ) from None
+        if hashlib.sha256(plain).digest() != b.id:
+            raise IntegrityError(f"pack {pack_id.hex()[:8]}: blob {b.id.hex()[:8]}: hash does not match its ID")
+        return plain
+
+    def load_tree(self, tree_id: bytes) -> list[tree.Node]:
+        return tree.decode_tree(self.load_blob(BlobType.TREE, tree_id))
+
+    def read_pack_header(self, pack_id: bytes, size: int | None = None) -> PackHeader:
+        """Decode a pack's own header (ground truth, independent of the index)."""
+        h = Handle(FileType.PACK, pack_id.hex())
+        if size is None:
+            size = self.backend.stat(h).size
+        if size < pack.MIN_PACK_SIZE:
+            raise FormatError(f"pack {pack_id.hex()}: file too short ({size} bytes)")
+        # Read the tail in one request: most headers are small, so guess generously first.
+        guess = min(size, 64 * 1024)
+        tail = self.backend.load(h, size - guess, guess)
+        hlen = pack.header_length(tail[-4:], size)
+        if hlen + 4 <= guess:
+            enc = tail[guess - 4 - hlen : guess - 4]
+        else:
+            enc = self.backend.load(h, size - 4 - hlen, hlen)
+        try:
+            plain = crypto.open_(self.key, enc)
+        except IntegrityError:
+            raise IntegrityError(f"pack {pack_id.hex()}: header authentication failed") from None
+        blobs = pack.decode_header(plain, self.version)
+        pack.check_layout(blobs, hlen, size)
+        return PackHeader(pack_id, size, hlen, blobs)
+
+    # ---------------------------------------------------------------- writing blobs
+    @property
+    def writer(self) -> BlobWriter:
+        if self._writer is None:
+            self._require_index()
+            self._writer = BlobWriter(self)
+        return self._writer
+
+    def save_blob(self, t: BlobType, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        """Store a blob unless the repository has it; thread-safe. Returns (ID, newly stored)."""
+        return self.writer.save(t, data, blob_id)
+
+    def save_tree(self, nodes: list[tree.Node]) -> bytes:
+        return self.save_blob(BlobType.TREE, tree.encode_tree(nodes))[0]
+
+    def flush(self) -> None:
+        """Upload every pending pack and write the index for them."""
+        if self._writer is not None:
+            self._writer.flush()
+
+    def abort_writes(self) -> None:
+        if self._writer is not None:
+            self._writer.abort()
+            self._writer = None
+
+    def close(self) -> None:
+        self.abort_writes()
+        self.backend.close()
+
+
+class _Packer:
+    __slots__ = ("blobs", "buf", "type")
+
+    def __init__(self, t: BlobType) -> None:
+        self.type = t
+        self.buf = bytearray()
+        self.blobs: list[PackedBlob] = []
+
+
+@dataclass(slots=True)
+class WriterStats:
+    blobs: int = 0
+    data_blobs: int = 0
+    tree_blobs: int = 0
+    bytes_plain: int = 0  # plaintext bytes of new blobs
+    bytes_stored: int = 0  # bytes of new blobs as stored (compressed + encrypted)
+    packs: int = 0
+    index_files: int = 0
+
+
+class BlobWriter:
+    """Collects new blobs into packs, uploads packs in parallel, and indexes them afterwards.
+
+    Memory is bounded: at most ``connections + 1`` full packs are in flight; a caller that
+    produces faster than the backend accepts blocks in ``save``.
+    """
+
+    def __init__(self, repo: Repository) -> None:
+        self.repo = repo
+        self.key = repo.key
+        self.compress_data = repo.version >= 2 and repo.compression_level is not None
+        self.compress_trees = repo.version >= 2
+        self.level = repo.compression_level or compression.DEFAULT_LEVEL
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._packers = {BlobType.DATA: _Packer(BlobType.DATA), BlobType.TREE: _Packer(BlobType.TREE)}
+        conns = max(1, repo.backend.properties.connections)
+        self._pool = cf.ThreadPoolExecutor(max_workers=conns, thread_name_prefix="upload")
+        self._slots = threading.BoundedSemaphore(conns + 1)
+        self._futures: set[cf.Future[None]] = set()
+        self._unindexed: list[IndexPack] = []
+        self._unindexed_blobs = 0
+        self._error: BaseException | None = None
+        self.stats = WriterStats()
+        self.on_pack_uploaded: Callable[[bytes, int], None] | None = None
+
+    def _key(self, t: BlobType, blob_id: bytes) -> bytes:
+        return blob_id if t == BlobType.DATA else b"T" + blob_id
+
+    def save(self, t: BlobType, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+        if self._error is not None:
+            raise self._error
+        if blob_id is None:
+            blob_id = hashlib.sha256(data).digest()
+        k = self._key(t, blob_id)
+        with self._lock:
+            if k in self._pending or self.repo.index.has(t, blob_id):
+                return blob_id, False
+            self._pending.add(k)
+        compress = self.compress_trees if t == BlobType.TREE else self.compress_data
+        if compress and data:
+            payload: bytes = compression.compress(data, self.level)
+            ulen = len(data)
+        else:
+            payload, ulen = data, 0
+        sealed = crypto.seal(self.key, payload)
+        full: _Packer | None = None
+        with self._lock:
+            p = self._packers[t]
+            p.blobs.append(PackedBlob(t, blob_id, len(p.buf), len(sealed), ulen))
+            p.buf += sealed
+            st = self.stats
+            st.blobs += 1
+            if t == BlobType.DATA:
+                st.data_blobs += 1
+            else:
+                st.tree_blobs += 1
+            st.bytes_plain += len(data)
+            st.bytes_stored += len(sealed)
+            if len(p.buf) >= self.repo.pack_size:
+                full = p
+                self._packers[t] = _Packer(t)
+        if full is not None:
+            self._submit(full)
+            self.maybe_write_index()
+        return blob_id, True
+
+    def _submit(self, p: _Packer) -> None:
+        self._slots.acquire()
+        if self._error is not None:
+            self._slots.release()
+            raise self._error
+        header = crypto.seal(self.key, pack.encode_header(p.blobs))
+        p.buf += header
+        p.buf += pack.trailer(len(header))
+        fut = self._pool.submit(self._upload, p)
+        with self._lock:
+            self._futures.add(fut)
+        fut.add_done_callback(self._done)
+
+    def _upload(self, p: _Packer) -> None:
+        data = p.buf
+        pack_id = hashlib.sha256(data).digest()
+        self.repo.backend.save(Handle(FileType.PACK, pack_id.hex()), data)
+        with self._lock:
+            self.repo.index.add_pack(pack_id, p.blobs)
+            for b in p.blobs:
+                self._pending.discard(self._key(b.type, b.id))
+            self._unindexed.append(IndexPack(pack_id, p.blobs))
+            self._unindexed_blobs += len(p.blobs)
+            self.stats.packs += 1
+        if self.on_pack_uploaded:
+            self.on_pack_uploaded(pack_id, len(data))
+
+    def _done(self, fut: cf.Future[None]) -> None:
+        with self._lock:
+            self._futures.discard(fut)
+        self._slots.release()
+        exc = fut.exception()
+        if exc is not None and self._error is None:
+            self._error = exc
+
+    def maybe_write_index(self) -> None:
+        """Write an intermediate index once enough packs are waiting (crash recovery keeps them)."""
+        if self._unindexed_blobs >= INDEX_MAX_BLOBS:
+            self._write_index()
+
+    def _write_index(self) -> None:
+        with self._lock:
+            packs, self._unindexed = self._unindexed, []
+            self._unindexed_blobs = 0
+        if not packs:
+            return
+        if self.repo.lock_guard:
+            self.repo.lock_guard()
+        iid = self.repo.save_unpacked(FileType.INDEX, IndexFile(packs).to_json())
+        self.repo.index.index_ids.add(iid)
+        self.stats.index_files += 1
+
+    def flush(self) -> None:
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            rest = [p for p in self._packers.values() if p.blobs]
+            self._packers = {BlobType.DATA: _Packer(BlobType.DATA), BlobType.TREE: _Packer(BlobType.TREE)}
+        for p in rest:
+            self._submit(p)
+        while True:
+            with self._lock:
+                futs = list(self._futures)
+            if not futs:
+                break
+            cf.wait(futs)
+        if self._error is not None:
+            raise self._error
+        self._write_index()
+
+    def abort(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
