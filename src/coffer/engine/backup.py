@@ -93,7 +93,7 @@ class BackupResult:
     @property
     def partial(self) -> bool:
         """Some source items could not be read (restic exit code 3)."""
-        return any(w.during in ("archival", "scan", "read") and w.message for w in self.warnings)
+        return any(w.during == "archival" for w in self.warnings)
 
 
 class _Dir:

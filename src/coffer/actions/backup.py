@@ -1,0 +1,38 @@
+"""The backup use case: pick the parent, run the engine, return values for the front-end."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from coffer import __version__, env
+from coffer.engine import snapshots as snapsel
+from coffer.engine.backup import Archiver, BackupRequest, BackupResult
+from coffer.engine.progress import Progress
+from coffer.store.repository import Repository
+
+
+@dataclass
+class BackupPlan:
+    request: BackupRequest
+    parent_spec: str | None = None  # --parent ID (or None for automatic)
+    force: bool = False  # read every file even if the parent says it is unchanged
+
+
+def run_backup(repo: Repository, plan: BackupPlan, progress: Progress | None = None) -> BackupResult:
+    req = plan.request
+    req.host = req.host or env.hostname()
+    req.program_version = req.program_version or f"coffer {__version__}"
+    # Read order: snapshots first, then the index (a snapshot written in between is then covered).
+    snaps = repo.list_snapshots(on_error=lambda sid, e: None)
+    repo.load_index()
+    if plan.force:
+        req.parent = None
+    elif plan.parent_spec:
+        req.parent = snapsel.find(snaps, plan.parent_spec)
+    elif req.paths:
+        cwd = os.getcwd()
+        abs_paths = sorted({os.path.normpath(os.path.join(cwd, p)) for p in req.paths})
+        req.parent = snapsel.find_parent(snaps, req.host, abs_paths, req.time_ns)
+    return Archiver(repo, req, progress).run()
+

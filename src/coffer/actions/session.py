@@ -1,0 +1,67 @@
+"""Opening a repository for a use case: backend, key, lock — and closing it again."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from coffer.store.backend.registry import open_backend
+from coffer.store.locks import RepoLock
+from coffer.store.repository import Repository
+
+LockMode = Literal["shared", "exclusive", "none"]
+
+
+@dataclass
+class RepoAccess:
+    """Everything needed to reach one repository (the CLI fills it from flags and env)."""
+
+    url: str
+    password: str | Callable[[], str]
+    options: dict[str, str] = field(default_factory=dict)
+    no_lock: bool = False
+    retry_lock: float = 0.0
+    compression: str = "auto"
+    pack_size: int | None = None
+    key_hint: str | None = None
+    dry_run: bool = False  # discard every write (backup --dry-run)
+    warn: Callable[[str], None] | None = None
+
+    def get_password(self) -> str:
+        return self.password() if callable(self.password) else self.password
+
+
+def compression_level(mode: str) -> int | None:
+    from coffer.errors import UsageError
+
+    levels: dict[str, int | None] = {"auto": 3, "off": None, "fastest": 1, "max": 19, "better": 7}
+    if mode not in levels:
+        raise UsageError(f"invalid compression mode {mode!r} (use auto, off, fastest, better or max)")
+    return levels[mode]
+
+
+@contextlib.contextmanager
+def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Repository]:
+    backend = open_backend(access.url, access.options)
+    if access.dry_run:
+        from coffer.store.backend.dryrun import DryRunBackend
+
+        backend = DryRunBackend(backend)
+        lock = "none"
+    try:
+        repo = Repository.open(backend, access.get_password(), key_hint=access.key_hint)
+        repo.compression_level = compression_level(access.compression)
+        if access.pack_size:
+            repo.pack_size = access.pack_size
+        if lock == "none" or access.no_lock:
+            yield repo
+            return
+        with RepoLock(repo, exclusive=(lock == "exclusive"), retry_for=access.retry_lock, warn=access.warn):
+            try:
+                yield repo
+            finally:
+                repo.abort_writes()
+    finally:
+        backend.close()
