@@ -111,20 +111,13 @@ class Repository:
         names = [fi.name for fi in backend.list(FileType.KEY) if ids.is_id_hex(fi.name)]
         if key_hint:
             names.sort(key=lambda n: not n.startswith(key_hint))
-        tried = 0
-        for name in names:
-            if tried >= MAX_KEYS_TRIED:
-                break
-            tried += 1
+        for name in names[:MAX_KEYS_TRIED]:
             try:
                 kf = keyfile.KeyFile.from_bytes(backend.load(Handle(FileType.KEY, name)))
                 return kf.open(password), name
             except (IntegrityError, FormatError):
                 continue
-        raise NoKeyFound(
-            "wrong password or no key found",
-            hint=f"tried {tried} key file(s); check the password source (--password-file, COFFER_PASSWORD)",
-        )
+        raise NoKeyFound("wrong password or no key found")
 
     # ---------------------------------------------------------------- unpacked files
     def load_unpacked(self, t: FileType, file_id: bytes) -> bytes:
