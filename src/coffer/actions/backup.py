@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from coffer import __version__, env
 from coffer.engine import snapshots as snapsel
 from coffer.engine.backup import Archiver, BackupRequest, BackupResult
 from coffer.engine.progress import Progress
+from coffer.store.format.snapshot import Snapshot
 from coffer.store.repository import Repository
 
 
@@ -19,7 +21,10 @@ class BackupPlan:
     force: bool = False  # read every file even if the parent says it is unchanged
 
 
-def run_backup(repo: Repository, plan: BackupPlan, progress: Progress | None = None) -> BackupResult:
+def run_backup(
+    repo: Repository, plan: BackupPlan, progress: Progress | None = None,
+    on_parent: Callable[[Snapshot | None], None] | None = None,
+) -> BackupResult:
     req = plan.request
     req.host = req.host or env.hostname()
     req.program_version = req.program_version or f"coffer {__version__}"
@@ -34,5 +39,7 @@ def run_backup(repo: Repository, plan: BackupPlan, progress: Progress | None = N
         cwd = os.getcwd()
         abs_paths = sorted({os.path.normpath(os.path.join(cwd, p)) for p in req.paths})
         req.parent = snapsel.find_parent(snaps, req.host, abs_paths, req.time_ns)
+    if on_parent is not None:
+        on_parent(req.parent)
     return Archiver(repo, req, progress).run()
 

@@ -503,9 +503,7 @@ class Archiver:
                 node, w = node_from_stat(name, path, s)
                 if w:
                     self._warn(path, w)
-                self._count(total_files_processed=1)
-                self.progress.add_done(1, 0)
-                self._child_done(d, i, node)
+                self._child_done(d, i, node)  # restic counts only regular files in "Files"
         self._release(d)
 
     def _enter_dir(

@@ -69,11 +69,12 @@ def find(snaps: Sequence[Snapshot], spec: str, flt: SnapshotFilter | None = None
 def find_parent(
     snaps: Sequence[Snapshot], host: str, paths: Sequence[str], time_ns: int | None = None
 ) -> Snapshot | None:
-    """Newest snapshot of the same host and the same set of paths (restic 0.14's rule)."""
-    want = sorted(paths)
+    """Newest snapshot of the same host whose paths include every target, not newer than the backup
+    (restic's rule; tags are ignored)."""
+    want = set(paths)
     cands = [
         s for s in snaps
-        if s.hostname == host and sorted(s.paths) == want and (time_ns is None or s.time_ns <= time_ns)
+        if s.hostname == host and want.issubset(s.paths) and (time_ns is None or s.time_ns <= time_ns)
     ]
     return sort_by_time(cands)[-1] if cands else None
 

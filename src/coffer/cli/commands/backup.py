@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from typing import Any, BinaryIO
@@ -17,6 +18,7 @@ from coffer.engine.backup import BackupRequest, BackupResult, StreamInput
 from coffer.engine.excludes import ExcludeRules
 from coffer.engine.progress import Progress, ProgressState, Warning_
 from coffer.errors import EXIT_PARTIAL, UsageError
+from coffer.store.format.snapshot import Snapshot
 from coffer.util import gotime
 
 
@@ -37,17 +39,19 @@ def _parse_time(s: str) -> int:
 
 
 def _status_json(st: ProgressState) -> dict[str, Any]:
-    pct = st.bytes_done / st.total_bytes if st.total_bytes else 0.0
+    """restic's status line: field order fixed, zero values left out, percent_done always there."""
+    pct = min(st.bytes_done / st.total_bytes, 1.0) if st.total_bytes else 0.0
     rate = st.bytes_done / st.elapsed if st.elapsed > 0 else 0
-    d: dict[str, Any] = {"message_type": "status", "seconds_elapsed": int(st.elapsed)}
-    if st.scan_finished and rate > 0 and st.total_bytes:
-        d["seconds_remaining"] = int(max(0, st.total_bytes - st.bytes_done) / rate)
-    d.update({
-        "percent_done": min(pct, 1.0), "total_files": st.total_files, "files_done": st.files_done,
-        "total_bytes": st.total_bytes, "bytes_done": st.bytes_done,
-    })
-    if st.errors:
-        d["error_count"] = st.errors
+    remaining = int(max(0, st.total_bytes - st.bytes_done) / rate) if st.scan_finished and rate > 0 else 0
+    d: dict[str, Any] = {"message_type": "status"}
+    for k, v in (("seconds_elapsed", int(st.elapsed)), ("seconds_remaining", remaining)):
+        if v:
+            d[k] = v
+    d["percent_done"] = int(pct) if pct in (0.0, 1.0) else pct
+    for k, v in (("total_files", st.total_files), ("files_done", st.files_done), ("total_bytes", st.total_bytes),
+                 ("bytes_done", st.bytes_done), ("error_count", st.errors)):
+        if v:
+            d[k] = v
     if st.current:
         d["current_files"] = st.current
     return d
@@ -108,18 +112,22 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
                                     one_file_system=one_file_system),
     )
     progress = Progress()
-    if g.json:
-        progress.on_warning = lambda w: p.json_line(_error_json(w))
+    if g.json:  # restic writes error lines to stderr, keeping stdout parseable
+        progress.on_warning = lambda w: p.warn(json.dumps(_error_json(w)))
     else:
         progress.on_warning = lambda w: p.warn(f"error: {w.path}: {w.message}" if w.path else f"error: {w.message}")
     access = g.access()
     access.dry_run = dry_run
+    def on_parent(snap: Snapshot | None) -> None:
+        if streams:
+            return
+        p.print(f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files")
+
     with open_repo(access, "shared") as repo:
-        if not g.json:
-            p.print(f"repository {repo.config.id[:8]} opened (repository version {repo.version}) successfully, "
-                    "password is correct")
+        p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
         with ProgressReporter(p, progress, json_status=_status_json):
-            result = run_backup(repo, BackupPlan(req, parent_spec=parent or None, force=force), progress)
+            plan = BackupPlan(req, parent_spec=parent or None, force=force)
+            result = run_backup(repo, plan, progress, on_parent)
     _report(g, result, dry_run)
     return EXIT_PARTIAL if result.partial else 0
 
@@ -156,14 +164,11 @@ def _report(g: GlobalOptions, r: BackupResult, dry_run: bool) -> None:
             "data_added": s.data_added, "total_files_processed": s.total_files_processed,
             "total_bytes_processed": s.total_bytes_processed, "total_duration": s.total_duration,
         }
-        if not dry_run:
-            d["snapshot_id"] = sid[:8]
-        else:
+        d["snapshot_id"] = sid[:8]
+        if dry_run:
             d["dry_run"] = True
         p.json_line(d)
         return
-    if r.snapshot.parent:
-        p.verbose_print(1, f"using parent snapshot {r.snapshot.parent.hex()[:8]}")
     p.print()
     p.print(f"Files:       {s.files_new:5d} new, {s.files_changed:5d} changed, {s.files_unmodified:5d} unmodified")
     p.print(f"Dirs:        {s.dirs_new:5d} new, {s.dirs_changed:5d} changed, {s.dirs_unmodified:5d} unmodified")

@@ -1,0 +1,1009 @@
+"""Restore: plan by pack, fetch and decode in parallel, ``pwrite`` at offsets, metadata last.
+
+How it is organised, and why:
+
+* **Plan first, touch nothing.** The trees are read (in parallel, level by level) into a plan of
+  directories, files and other nodes; filters and name checks are applied there. Every data blob a
+  file needs is looked up in the index once, and the blobs are grouped by pack and coalesced into
+  ranges, so each pack is read in as few backend requests as possible however the blobs of the files
+  are spread over packs (restic >= 0.18 assigns chunks to packs at random).
+* **Workers only fetch and decode** (backend ``load``, MAC check, decrypt, decompress, hash check);
+  the main thread owns every file descriptor and does all writes and metadata. Nothing about open
+  files is shared between threads, so descriptor caches stay simple, and the heavy work is C code
+  either way. Memory is bounded by the number of ranges in flight times the range cap.
+* **Never write outside the target** (reliability T31, T32). Node names that could climb or contain
+  a separator are refused. Every write is relative to a directory descriptor opened with
+  ``O_NOFOLLOW|O_DIRECTORY``, one component at a time from the target, so neither a symlink restored
+  from the snapshot nor one planted in the target is ever traversed. Whatever is in the way of a
+  name is replaced, never followed.
+* **No file looks complete before it is** (T4). Content goes to a temporary name in the same
+  directory (``.name.coffer-tmp-<hex>``); ownership, mode, xattrs and times are set on the open
+  descriptor, and only then is it renamed over the final name. A file whose blob fails is removed and
+  reported; everything else still restores. Symlinks, FIFOs, devices and hard links are also made
+  under a temporary name and renamed, so overwriting is atomic too.
+* **Directories get their metadata after all their children** (their mtime would change otherwise).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import errno
+import hashlib
+import os
+import re
+import secrets
+import stat as st
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from coffer.engine.excludes import ExcludeRules
+from coffer.engine.progress import Progress
+from coffer.errors import CofferError, RestoreError
+from coffer.store.backend.base import FileType, Handle
+from coffer.store.format.pack import BlobType, PackedBlob
+from coffer.store.format.tree import Node, unix_perm
+from coffer.store.repository import Repository
+from coffer.util import gotime
+
+# Coalescing: read neighbouring blobs of one pack in a single request when the hole between them is
+# small, but keep each request (and its decoded plaintext) bounded so memory stays bounded.
+MAX_GAP = 1 * 1024 * 1024
+MAX_READ = 8 * 1024 * 1024
+MAX_PLAIN = 16 * 1024 * 1024
+DIR_FD_CACHE = 64
+FILE_FD_CACHE = 256
+NAME_MAX = 255
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_TMP_RE = re.compile(rb"^\.(?:.*\.)?coffer-tmp-[0-9a-f]{16}$", re.DOTALL)
+_IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@dataclass
+class RestoreOptions:
+    """What to restore, and how.
+
+    ``includes``/``excludes`` are restic patterns (``--include``/``--exclude``; the ``i`` variants
+    ignore case). They match the item's location inside the restored tree, written with a leading
+    ``/`` as restic does: the path inside the snapshot (``/home/alice/a.txt``), or, with a
+    ``subpath``, the path below that subpath (restic matches relative to the restored subtree too).
+    An item is restored when it matches an include, lies inside a matched directory, or is a parent
+    directory of a restored item; an exclude always wins and prunes a directory's whole subtree.
+    """
+
+    target: str
+    subpath: str = ""
+    includes: list[str] = field(default_factory=list)
+    excludes: list[str] = field(default_factory=list)
+    iincludes: list[str] = field(default_factory=list)
+    iexcludes: list[str] = field(default_factory=list)
+    sparse: bool = False
+    verify: bool = False
+    overwrite: bool = True  # False: leave existing non-directories alone (counted in ``skipped``)
+    workers: int = 2
+
+
+class RestoreIssue(NamedTuple):
+    """One problem with one item. ``path`` is the item's location in the restored tree
+    (``/dir/file``, the same form the include/exclude patterns match), as text."""
+
+    path: str
+    message: str
+
+
+@dataclass
+class RestoreResult:
+    files: int = 0  # regular files restored, hard links included
+    dirs: int = 0
+    others: int = 0  # symlinks, FIFOs, device nodes
+    hardlinks: int = 0  # of ``files``, how many were made as links to an earlier copy
+    bytes: int = 0  # content bytes of the files restored (each hard-link group counted once)
+    skipped: int = 0  # existing items left alone because overwrite is off
+    files_verified: int = 0
+    errors: list[RestoreIssue] = field(default_factory=list)
+    verify_errors: list[RestoreIssue] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and not self.verify_errors
+
+
+def restore(
+    repo: Repository, tree_id: bytes, opts: RestoreOptions, progress: Progress | None = None
+) -> RestoreResult:
+    """Restore the tree ``tree_id`` (a snapshot's root tree) into ``opts.target``.
+
+    Per-item problems (damaged or missing blobs, invalid names, metadata that cannot be set) are
+    returned in the result and never stop the rest of the restore. Exceptions are raised only when
+    nothing sensible can be done: the target cannot be created, the subpath does not exist, the
+    root tree cannot be read.
+    """
+    return _Restorer(repo, opts, progress or Progress()).run(tree_id)
+
+
+# ---------------------------------------------------------------------------------------- the plan
+
+_PENDING, _DONE, _FAILED, _SKIPPED = 0, 1, 2, 3
+
+
+class _Dir:
+    __slots__ = ("children", "created", "incomplete", "loc", "name", "node", "parent", "pending", "selected")
+
+    def __init__(self, name: bytes, node: Node | None, parent: _Dir | None, loc: str, selected: bool) -> None:
+        self.name = name
+        self.node = node  # None for the target itself, whose metadata is not restored
+        self.parent = parent
+        self.loc = loc
+        self.selected = selected
+        self.children: list[_Dir | _Item] = []
+        self.pending = 0
+        self.created = False
+        self.incomplete = False  # its tree could not be read: do not give it final metadata
+
+
+class _Item:
+    """A non-directory node: regular file, symlink, FIFO, device."""
+
+    __slots__ = ("blobs", "links", "loc", "name", "node", "parent", "remaining", "size", "state", "tmp")
+
+    def __init__(self, name: bytes, node: Node, parent: _Dir, loc: str) -> None:
+        self.name = name
+        self.node = node
+        self.parent = parent
+        self.loc = loc
+        self.state = _PENDING
+        self.tmp: bytes | None = None  # temporary name while content is written
+        self.size = 0
+        self.remaining = 0  # blob writes still outstanding
+        self.blobs: list[_BlobReq] | None = None
+        self.links: list[_Item] | None = None  # hard links waiting for this (primary) file
+
+
+class _BlobReq:
+    """One data blob and every (file, offset) it must be written to."""
+
+    __slots__ = ("blob", "pack_id", "targets")
+
+    def __init__(self, pack_id: bytes, blob: PackedBlob) -> None:
+        self.pack_id = pack_id
+        self.blob = blob
+        self.targets: list[tuple[_Item, int]] = []
+
+
+@dataclass(slots=True)
+class _Job:
+    """A contiguous range of one pack, read in one backend request."""
+
+    pack_id: bytes
+    start: int
+    length: int
+    reqs: list[_BlobReq]
+
+
+def invalid_name(name: bytes) -> bool:
+    """Names that would leave the directory they are in, or that no file system accepts."""
+    return name in (b"", b".", b"..") or b"/" in name or b"\0" in name
+
+
+def _tmp_name(name: bytes) -> bytes:
+    suffix = b"coffer-tmp-" + secrets.token_hex(8).encode()
+    tmp = b"." + name + b"." + suffix
+    return tmp if len(tmp) <= NAME_MAX else b"." + suffix
+
+
+class _Restorer:
+    def __init__(self, repo: Repository, opts: RestoreOptions, progress: Progress) -> None:
+        self.repo = repo
+        self.opts = opts
+        self.progress = progress
+        self.result = RestoreResult()
+        self.incl = ExcludeRules.build(opts.includes, opts.iincludes)
+        self.excl = ExcludeRules.build(opts.excludes, opts.iexcludes)
+        self.workers = max(1, opts.workers)
+        self.pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
+        self.root_fd = -1
+        self.dir_fds: OrderedDict[_Dir, int] = OrderedDict()
+        self.file_fds: OrderedDict[_Item, int] = OrderedDict()
+        self.with_tmp: set[_Item] = set()  # temporary files that exist right now
+        self.hardlinks: dict[tuple[int, int], _Item] = {}
+        self.data_files: list[_Item] = []
+        self.done_files: list[_Item] = []
+        self._root_nodes: list[Node] = []
+
+    # ---------------------------------------------------------------- reporting
+    def error(self, loc: str, msg: str) -> None:
+        self.result.errors.append(RestoreIssue(loc, msg))
+        self.progress.warn(loc, msg, "restore")
+
+    def os_error(self, loc: str, what: str, e: OSError) -> None:
+        self.error(loc, f"{what}: {e.strerror or e}")
+
+    # ---------------------------------------------------------------- run
+    def run(self, tree_id: bytes) -> RestoreResult:
+        t0 = time.monotonic()
+        repo = self.repo
+        if not repo.index_loaded:
+            repo.load_index()
+        try:
+            root = self._resolve_root(tree_id)
+            self._open_target()
+            try:
+                self._plan(root)
+                self._create(root)
+                jobs = self._make_jobs()
+                self._fetch_and_write(jobs)
+                if self.opts.verify:
+                    self._verify()
+            finally:
+                self._cleanup()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.result.duration = time.monotonic() - t0
+        return self.result
+
+    # ---------------------------------------------------------------- planning
+    def _resolve_root(self, tree_id: bytes) -> _Dir:
+        """The directory whose contents go into the target (the snapshot root or ``subpath``)."""
+        try:
+            nodes = self.repo.load_tree(tree_id)
+        except CofferError as e:
+            raise RestoreError(f"cannot load the root tree {tree_id.hex()[:8]}: {e}") from None
+        comps = [c for c in os.fsencode(self.opts.subpath).split(b"/") if c and c != b"."]
+        here = "/"
+        for i, comp in enumerate(comps):
+            node = next((n for n in nodes if n.name == comp), None)
+            here = here.rstrip("/") + "/" + os.fsdecode(comp)
+            if node is None:
+                raise RestoreError(f"path {here!r} not found in the snapshot")
+            if node.type != "dir":
+                if i != len(comps) - 1:
+                    raise RestoreError(f"path {here!r} in the snapshot is not a directory")
+                nodes = [node]  # a single non-directory: restore just it into the target
+                break
+            if node.subtree is None:
+                raise RestoreError(f"directory {here!r} in the snapshot has no subtree")
+            try:
+                nodes = self.repo.load_tree(node.subtree)
+            except CofferError as e:
+                raise RestoreError(f"cannot load the tree of {here!r}: {e}") from None
+        root = _Dir(b"", None, None, "/", selected=not self.incl.patterns)
+        self._root_nodes = nodes
+        return root
+
+    def _plan(self, root: _Dir) -> None:
+        """Read the trees (in parallel, level by level) into _Dir/_Item objects; filter; prune."""
+        all_dirs: list[_Dir] = [root]
+        level: list[tuple[_Dir, list[Node]]] = [(root, self._root_nodes)]
+        while level:
+            to_load: list[tuple[_Dir, bytes]] = []
+            for d, nodes in level:
+                for sub, subtree in self._add_children(d, nodes):
+                    all_dirs.append(sub)
+                    to_load.append((sub, subtree))
+            level = []
+            loaded = self.pool.map(self._load_tree, [t for _, t in to_load])
+            for (sub, subtree), res in zip(to_load, loaded):
+                if isinstance(res, Exception):
+                    self.error(sub.loc, f"cannot load tree {subtree.hex()[:8]}: {res}")
+                    sub.incomplete = True
+                    continue
+                level.append((sub, res))
+        # Prune: a directory that is not selected itself stays only if something below it stays.
+        for d in reversed(all_dirs):
+            d.children = [c for c in d.children if not isinstance(c, _Dir) or c.selected or c.children]
+        files = nbytes = 0
+        for d in all_dirs:
+            for c in d.children:
+                if isinstance(c, _Item):
+                    files += 1
+                    nbytes += c.node.size if c.node.type == "file" else 0
+        self.progress.add_total(files, nbytes)
+        self.progress.scan_finished = True
+
+    def _load_tree(self, tree_id: bytes) -> list[Node] | Exception:
+        try:
+            return self.repo.load_tree(tree_id)
+        except CofferError as e:
+            return e
+
+    def _add_children(self, d: _Dir, nodes: list[Node]) -> Iterator[tuple[_Dir, bytes]]:
+        seen: set[bytes] = set()
+        base = d.loc.rstrip("/") + "/"
+        for n in nodes:
+            name = n.name
+            loc = base + os.fsdecode(name)
+            if invalid_name(name):
+                self.error(base + repr(name)[2:-1], "invalid node name (refused: it could escape the target)")
+                continue
+            if name in seen:
+                self.error(loc, "duplicate node name in the tree (refused)")
+                continue
+            seen.add(name)
+            if self.excl.patterns and self.excl.excluded(loc):
+                continue
+            selected = d.selected or not self.incl.patterns or self._included(loc)
+            if n.type == "dir":
+                if not selected and not self._child_may_match(loc):
+                    continue
+                sub = _Dir(name, n, d, loc, selected)
+                d.children.append(sub)
+                if n.subtree is None:
+                    self.error(loc, "directory node has no subtree")
+                    sub.incomplete = True
+                    continue
+                yield sub, n.subtree
+            elif not selected:
+                continue
+            elif n.type == "socket":
+                continue  # like restic: sockets are not restored
+            elif n.type in ("file", "symlink", "fifo", "dev", "chardev"):
+                d.children.append(_Item(name, n, d, loc))
+            else:
+                self.error(loc, f"cannot restore a node of type {n.type!r}")
+
+    @staticmethod
+    def _comps(loc: str) -> list[str]:
+        return [c for c in loc.split("/") if c]
+
+    def _included(self, loc: str) -> bool:
+        comps = self._comps(loc)
+        lower: list[str] | None = None
+        for p in self.incl.patterns:
+            if p.icase:
+                lower = lower or [c.lower() for c in comps]
+                if p.matches(lower):
+                    return True
+            elif p.matches(comps):
+                return True
+        return False
+
+    def _child_may_match(self, loc: str) -> bool:
+        """Could something below the directory ``loc`` match an include pattern? (restic ChildMatch)"""
+        comps = self._comps(loc)
+        for p in self.incl.patterns:
+            if not p.anchored:
+                return True
+            c = [x.lower() for x in comps] if p.icase else comps
+            head = p.parts[: p.parts.index("**")] if "**" in p.parts else p.parts
+            k = min(len(head), len(c))
+            if len(c) >= len(p.parts) and "**" not in p.parts:
+                continue  # the pattern is no longer than the path: only the path itself could match
+            if k == 0 or dataclasses.replace(p, parts=head[:k]).matches(c[:k]):
+                return True
+        return False
+
+    # ---------------------------------------------------------------- descriptors
+    def _open_target(self) -> None:
+        target = self.opts.target
+        try:
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            self.root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise RestoreError(f"cannot create or open the target directory {target}: {e.strerror or e}") from None
+
+    def _dirfd(self, d: _Dir) -> int:
+        """A descriptor for a restored directory, opened component by component without following
+        symlinks (cached, least recently used ones are closed)."""
+        if d.parent is None:
+            return self.root_fd
+        fd = self.dir_fds.get(d)
+        if fd is not None:
+            self.dir_fds.move_to_end(d)
+            return fd
+        chain = []
+        cur: _Dir | None = d
+        pfd = -1
+        while cur is not None:
+            if cur.parent is None:
+                pfd = self.root_fd
+                break
+            cached = self.dir_fds.get(cur)
+            if cached is not None:
+                self.dir_fds.move_to_end(cur)
+                pfd = cached
+                break
+            chain.append(cur)
+            cur = cur.parent
+        for c in reversed(chain):
+            fd = os.open(c.name, _DIR_FLAGS, dir_fd=pfd)
+            self._cache_dirfd(c, fd)
+            pfd = fd
+        return pfd
+
+    def _cache_dirfd(self, d: _Dir, fd: int) -> None:
+        self.dir_fds[d] = fd
+        while len(self.dir_fds) > DIR_FD_CACHE:
+            _, old = self.dir_fds.popitem(last=False)
+            os.close(old)
+
+    def _drop_dirfd(self, d: _Dir) -> None:
+        fd = self.dir_fds.pop(d, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _file_fd(self, f: _Item) -> int:
+        """The open temporary file of ``f``, created (and sized) on first use."""
+        fd = self.file_fds.get(f)
+        if fd is not None:
+            self.file_fds.move_to_end(f)
+            return fd
+        dfd = self._dirfd(f.parent)
+        if f.tmp is None:
+            while True:
+                tmp = _tmp_name(f.name)
+                try:
+                    fd = os.open(
+                        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd
+                    )
+                    break
+                except FileExistsError:
+                    continue
+            f.tmp = tmp
+            self.with_tmp.add(f)
+            if f.size:
+                os.ftruncate(fd, f.size)
+        else:
+            fd = os.open(f.tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        self.file_fds[f] = fd
+        while len(self.file_fds) > FILE_FD_CACHE:
+            _, old = self.file_fds.popitem(last=False)
+            os.close(old)
+        return fd
+
+    def _close_file(self, f: _Item) -> None:
+        fd = self.file_fds.pop(f, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _cleanup(self) -> None:
+        """Close everything; remove temporary files of anything left unfinished (interrupted run)."""
+        for f in list(self.with_tmp):
+            self._close_file(f)
+            try:
+                if f.tmp is not None:
+                    os.unlink(f.tmp, dir_fd=self._dirfd(f.parent))
+            except OSError:
+                pass
+        self.with_tmp.clear()
+        for fd in self.file_fds.values():
+            os.close(fd)
+        self.file_fds.clear()
+        for fd in self.dir_fds.values():
+            os.close(fd)
+        self.dir_fds.clear()
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    # ---------------------------------------------------------------- replacing what is in the way
+    def _remove_tree(self, dfd: int, name: bytes) -> None:
+        """Delete ``name`` in ``dfd`` and, if it is a directory, everything below it; never follows."""
+        try:
+            os.unlink(name, dir_fd=dfd)
+            return
+        except IsADirectoryError:
+            pass
+        except OSError as e:
+            if e.errno not in (errno.EISDIR, errno.EPERM):
+                raise
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        try:
+            with os.scandir(fd) as it:
+                entries = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
+            for ename, is_dir in entries:
+                if is_dir:
+                    self._remove_tree(fd, os.fsencode(ename))
+                else:
+                    os.unlink(ename, dir_fd=fd)
+        finally:
+            os.close(fd)
+        os.rmdir(name, dir_fd=dfd)
+
+    def _replace(self, dfd: int, tmp: bytes, name: bytes) -> None:
+        """Rename ``tmp`` over ``name``; a directory in the way is removed first (overwrite)."""
+        try:
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+        except OSError as e:
+            if e.errno not in (errno.EISDIR, errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                raise
+            self._remove_tree(dfd, name)
+            os.rename(tmp, name, src_dir_fd=dfd, dst_dir_fd=dfd)
+
+    def _exists(self, dfd: int, name: bytes) -> bool:
+        try:
+            os.stat(name, dir_fd=dfd, follow_symlinks=False)
+            return True
+        except FileNotFoundError:
+            return False
+
+    # ---------------------------------------------------------------- metadata
+    def _set_meta(self, loc: str, node: Node, *, fd: int = -1, dfd: int = -1, name: bytes = b"") -> None:
+        """Ownership, mode, xattrs, times: via ``fd`` if given, else ``name`` in ``dfd`` (no follow)."""
+        is_link = node.type == "symlink"
+        try:
+            if fd >= 0:
+                os.fchown(fd, node.uid, node.gid)
+            else:
+                os.chown(name, node.uid, node.gid, dir_fd=dfd, follow_symlinks=False)
+        except OSError as e:
+            if not (e.errno == errno.EPERM and not _IS_ROOT):  # like restic: non-root keeps its own uid
+                self.os_error(loc, "chown", e)
+        if not is_link:  # Linux cannot chmod a symlink; restic skips it too
+            perm = unix_perm(node.mode)
+            try:
+                if fd >= 0:
+                    os.fchmod(fd, perm)
+                else:
+                    try:
+                        os.chmod(name, perm, dir_fd=dfd, follow_symlinks=False)
+                    except (NotImplementedError, ValueError):
+                        os.chmod(name, perm, dir_fd=dfd)  # our own fresh node, under a random name
+            except OSError as e:
+                self.os_error(loc, "chmod", e)
+        if node.xattrs:
+            for xname, value in node.xattrs:
+                try:
+                    if fd >= 0:
+                        os.setxattr(fd, xname, value)
+                    else:
+                        os.setxattr(b"/proc/self/fd/%d/%s" % (dfd, name), xname, value, follow_symlinks=False)
+                except OSError as e:
+                    self.os_error(loc, f"setxattr {xname}", e)
+        try:
+            mtime = gotime.parse_ns(node.mtime)
+            atime = gotime.parse_ns(node.atime) if node.atime else mtime
+        except ValueError:
+            self.error(loc, f"invalid timestamp {node.mtime!r}: times not restored")
+            return
+        try:
+            if fd >= 0:
+                os.utime(fd, ns=(atime, mtime))
+            else:
+                os.utime(name, ns=(atime, mtime), dir_fd=dfd, follow_symlinks=False)
+        except (OSError, OverflowError) as e:
+            self.error(loc, f"utime: {getattr(e, 'strerror', None) or e}")
+
+    # ---------------------------------------------------------------- phase A: the skeleton
+    def _create(self, root: _Dir) -> None:
+        """Directories, symlinks, FIFOs, devices, empty files and hard links, depth first; files with
+        content are only registered here and written once their blobs arrive."""
+        stack: list[_Dir] = [root]
+        while stack:
+            d = stack.pop()
+            if d.parent is not None and not self._make_dir(d):
+                self._child_done(d.parent)
+                continue
+            d.pending = len(d.children) + 1  # +1: held until all children were handed out
+            subdirs: list[_Dir] = []
+            for c in d.children:
+                if isinstance(c, _Dir):
+                    subdirs.append(c)
+                else:
+                    self._create_item(c)
+            stack.extend(reversed(subdirs))
+            self._child_done(d)  # release the hold
+
+    def _make_dir(self, d: _Dir) -> bool:
+        assert d.parent is not None
+        try:
+            pfd = self._dirfd(d.parent)
+        except OSError as e:
+            self.os_error(d.loc, "open parent directory", e)
+            return False
+        existed = False
+        try:
+            try:
+                os.mkdir(d.name, 0o700, dir_fd=pfd)
+            except FileExistsError:
+                s = os.stat(d.name, dir_fd=pfd, follow_symlinks=False)
+                if st.S_ISDIR(s.st_mode):
+                    existed = True
+                elif self.opts.overwrite:
+                    os.unlink(d.name, dir_fd=pfd)  # a file or a (planted) symlink: never follow it
+                    os.mkdir(d.name, 0o700, dir_fd=pfd)
+                else:
+                    self.error(d.loc, "exists and is not a directory (not overwritten)")
+                    return False
+            fd = os.open(d.name, _DIR_FLAGS, dir_fd=pfd)
+        except OSError as e:
+            self.os_error(d.loc, "create directory", e)
+            return False
+        self._cache_dirfd(d, fd)
+        d.created = True
+        if existed:
+            self._tidy_existing(d, fd)
+        return True
+
+    def _tidy_existing(self, d: _Dir, fd: int) -> None:
+        """A directory from an earlier (maybe interrupted) restore: drop our stale temporary files,
+        and make sure we can write into it until its own mode is restored at the end."""
+        try:
+            s = os.fstat(fd)
+            if not _IS_ROOT and st.S_IMODE(s.st_mode) & 0o700 != 0o700:
+                os.fchmod(fd, st.S_IMODE(s.st_mode) | 0o700)
+            with os.scandir(fd) as it:
+                stale = [
+                    e.name for e in it if _TMP_RE.match(os.fsencode(e.name)) and not e.is_dir(follow_symlinks=False)
+                ]
+            for name in stale:
+                os.unlink(name, dir_fd=fd)
+        except OSError as e:
+            self.os_error(d.loc, "prepare existing directory", e)
+
+    def _child_done(self, d: _Dir) -> None:
+        """One child of ``d`` is finished (or failed): finish directories whose children are all done."""
+        cur: _Dir | None = d
+        while cur is not None:
+            cur.pending -= 1
+            if cur.pending > 0:
+                return
+            self._finish_dir(cur)
+            cur = cur.parent
+
+    def _finish_dir(self, d: _Dir) -> None:
+        if d.parent is None:
+            return
+        if d.created and d.node is not None and not d.incomplete:
+            try:
+                self._set_meta(d.loc, d.node, fd=self._dirfd(d))
+            except OSError as e:
+                self.os_error(d.loc, "open directory", e)
+        self._drop_dirfd(d)
+        self.result.dirs += 1
+
+    def _create_item(self, f: _Item) -> None:
+        n = f.node
+        try:
+            dfd = self._dirfd(f.parent)
+            if not self.opts.overwrite and self._exists(dfd, f.name):
+                f.state = _SKIPPED
+                self.result.skipped += 1
+                self.progress.add_done(1, 0)
+                self._child_done(f.parent)
+                return
+        except OSError as e:
+            self._fail(f, f"open directory: {e.strerror}")
+            return
+        if n.type == "file":
+            if n.links > 1 and n.inode:
+                key = (n.device_id, n.inode)
+                primary = self.hardlinks.get(key)
+                if primary is not None:
+                    if primary.state == _PENDING:
+                        if primary.links is None:
+                            primary.links = []
+                        primary.links.append(f)
+                    else:
+                        self._link(primary, f)
+                    return
+                self.hardlinks[key] = f
+            if n.content is None:
+                self._fail(f, "file node has no content list")
+            elif not n.content:
+                self._finish_file(f)
+            else:
+                self.data_files.append(f)
+            return
+        # symlink, FIFO, device: made under a temporary name, then renamed over the final one
+        tmp = _tmp_name(f.name)
+        try:
+            if n.type == "symlink":
+                os.symlink(n.linktarget, tmp, dir_fd=dfd)
+            elif n.type == "fifo":
+                os.mkfifo(tmp, 0o600, dir_fd=dfd)
+            else:
+                kind = st.S_IFBLK if n.type == "dev" else st.S_IFCHR
+                os.mknod(tmp, kind | 0o600, n.device, dir_fd=dfd)
+        except OSError as e:
+            self._fail(f, f"create {n.type}: {e.strerror}")
+            return
+        self._set_meta(f.loc, n, dfd=dfd, name=tmp)
+        try:
+            self._replace(dfd, tmp, f.name)
+        except OSError as e:
+            try:
+                os.unlink(tmp, dir_fd=dfd)
+            except OSError:
+                pass
+            self._fail(f, f"rename into place: {e.strerror}")
+            return
+        f.state = _DONE
+        self.result.others += 1
+        self.progress.add_done(1, 0)
+        self._child_done(f.parent)
+
+    # ---------------------------------------------------------------- files: finish or fail
+    def _finish_file(self, f: _Item) -> None:
+        """All content is written: metadata on the open descriptor, then rename into place."""
+        try:
+            fd = self._file_fd(f)
+            self._set_meta(f.loc, f.node, fd=fd)
+            self._close_file(f)
+            assert f.tmp is not None
+            self._replace(self._dirfd(f.parent), f.tmp, f.name)
+        except OSError as e:
+            self._fail(f, f"{e.strerror or e}")
+            return
+        self.with_tmp.discard(f)
+        f.state = _DONE
+        self.done_files.append(f)
+        self.result.files += 1
+        self.result.bytes += f.size
+        self.progress.add_done(1, 0)
+        self._finish_links(f)
+        self._child_done(f.parent)
+
+    def _fail(self, f: _Item, msg: str) -> None:
+        if f.state != _PENDING:
+            return
+        f.state = _FAILED
+        self.error(f.loc, msg)
+        self._close_file(f)
+        if f.tmp is not None:
+            try:
+                os.unlink(f.tmp, dir_fd=self._dirfd(f.parent))
+            except OSError:
+                pass
+            self.with_tmp.discard(f)
+        self.progress.add_done(1, 0)
+        self._finish_links(f)
+        self._child_done(f.parent)
+
+    def _finish_links(self, primary: _Item) -> None:
+        links, primary.links = primary.links, None
+        for f in links or ():
+            if primary.state == _DONE:
+                self._link(primary, f)
+            else:
+                self._fail(f, f"hard link to {primary.loc}, which could not be restored")
+
+    def _link(self, primary: _Item, f: _Item) -> None:
+        if primary.state != _DONE:
+            self._fail(f, f"hard link to {primary.loc}, which could not be restored")
+            return
+        src_fd = -1
+        tmp = _tmp_name(f.name)
+        try:
+            src_fd = os.dup(self._dirfd(primary.parent))  # dup: the next lookup may evict it
+            dfd = self._dirfd(f.parent)
+            os.link(primary.name, tmp, src_dir_fd=src_fd, dst_dir_fd=dfd, follow_symlinks=False)
+            try:
+                self._replace(dfd, tmp, f.name)
+            except OSError:
+                os.unlink(tmp, dir_fd=dfd)
+                raise
+        except OSError as e:
+            self._fail(f, f"hard link to {primary.loc}: {e.strerror}")
+            return
+        finally:
+            if src_fd >= 0:
+                os.close(src_fd)
+        f.state = _DONE
+        self.result.files += 1
+        self.result.hardlinks += 1
+        self.progress.add_done(1, 0)
+        self._child_done(f.parent)
+
+    # ---------------------------------------------------------------- phase B: content
+    def _make_jobs(self) -> list[_Job]:
+        """Every needed blob once, grouped by pack (in the order files need them), coalesced."""
+        lookup = self.repo.index.lookup
+        reqs: dict[bytes, _BlobReq] = {}
+        by_pack: dict[bytes, list[_BlobReq]] = {}
+        for f in self.data_files:
+            content = f.node.content or []
+            blobs: list[_BlobReq] = []
+            missing = None
+            for bid in content:
+                r = reqs.get(bid)
+                if r is None:
+                    loc = lookup(BlobType.DATA, bid)
+                    if loc is None:
+                        missing = bid
+                        break
+                    r = reqs[bid] = _BlobReq(loc.pack_id, loc.blob)
+                    by_pack.setdefault(loc.pack_id, []).append(r)
+                blobs.append(r)
+            if missing is not None:
+                self._fail(f, f"data blob {missing.hex()} is not in the index (missing from the repository)")
+                continue
+            off = 0
+            for r in blobs:
+                r.targets.append((f, off))
+                off += r.blob.plain_length
+            f.size = off
+            f.remaining = len(blobs)
+            f.blobs = blobs
+        jobs: list[_Job] = []
+        for pack_id, rs in by_pack.items():
+            rs = [r for r in rs if r.targets]
+            rs.sort(key=lambda r: r.blob.offset)
+            cur: list[_BlobReq] = []
+            start = end = plain = 0
+            for r in rs:
+                b = r.blob
+                if cur and (
+                    b.offset - end > MAX_GAP or b.offset + b.length - start > MAX_READ
+                    or plain + b.plain_length > MAX_PLAIN
+                ):
+                    jobs.append(_Job(pack_id, start, end - start, cur))
+                    cur = []
+                if not cur:
+                    start, end, plain = b.offset, b.offset, 0
+                cur.append(r)
+                end = max(end, b.offset + b.length)
+                plain += b.plain_length
+            if cur:
+                jobs.append(_Job(pack_id, start, end - start, cur))
+        return jobs
+
+    def _fetch(self, job: _Job) -> list[bytes | str]:
+        """Worker: read one range of a pack and decode its blobs (plaintext, or an error message)."""
+        pid = job.pack_id.hex()
+        try:
+            raw = self.repo.backend.load(Handle(FileType.PACK, pid), job.start, job.length)
+        except (CofferError, OSError) as e:
+            msg = f"pack {pid[:8]}: cannot read {job.length} bytes at offset {job.start}: {e}"
+            return [f"{msg} (data blob {r.blob.id.hex()[:8]})" for r in job.reqs]
+        mv = memoryview(raw)
+        out: list[bytes | str] = []
+        for r in job.reqs:
+            b = r.blob
+            lo = b.offset - job.start
+            try:
+                out.append(self.repo.decode_blob(job.pack_id, b, mv[lo : lo + b.length]))
+            except CofferError as e:
+                out.append(str(e))
+        return out
+
+    def _fetch_and_write(self, jobs: Sequence[_Job]) -> None:
+        inflight: dict[cf.Future[list[bytes | str]], _Job] = {}
+        it = iter(jobs)
+        limit = self.workers + 2
+
+        def top_up() -> None:
+            while len(inflight) < limit:
+                job = next(it, None)
+                if job is None:
+                    return
+                inflight[self.pool.submit(self._fetch, job)] = job
+
+        top_up()
+        while inflight:
+            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                job = inflight.pop(fut)
+                results = fut.result()
+                top_up()  # keep the workers busy while this thread writes
+                self._write(job, results)
+        # Files whose every blob was skipped cannot be left pending; neither can anything else.
+        for f in self.data_files:
+            if f.state == _PENDING:
+                self._fail(f, "internal error: content incomplete")
+
+    def _write(self, job: _Job, results: list[bytes | str]) -> None:
+        sparse = self.opts.sparse
+        add_bytes = self.progress.add_bytes
+        for r, data in zip(job.reqs, results):
+            if isinstance(data, str):
+                for f, _ in r.targets:
+                    self._fail(f, data)
+                continue
+            n = len(data)
+            skip = sparse and n > 0 and data[0] == 0 and data[-1] == 0 and data == bytes(n)
+            for f, off in r.targets:
+                if f.state != _PENDING:
+                    continue
+                if not skip:
+                    try:
+                        _pwrite_all(self._file_fd(f), data, off)
+                    except OSError as e:
+                        self._fail(f, f"write: {e.strerror or e}")
+                        continue
+                add_bytes(n)
+                f.remaining -= 1
+                if f.remaining == 0:
+                    self._finish_file(f)
+
+    # ---------------------------------------------------------------- verify
+    def _verify(self) -> None:
+        """Re-read every restored file and check it splits into its content blobs, by hash."""
+        by_dir: dict[_Dir, list[_Item]] = {}
+        for f in self.done_files:
+            by_dir.setdefault(f.parent, []).append(f)
+        jobs = []
+        for d, files in by_dir.items():
+            comps: list[bytes] = []
+            cur: _Dir | None = d
+            while cur is not None and cur.parent is not None:
+                comps.append(cur.name)
+                cur = cur.parent
+            comps.reverse()
+            items = [
+                (f.name, f.loc, f.size, [(r.blob.id, r.blob.plain_length) for r in f.blobs or ()]) for f in files
+            ]
+            jobs.append((comps, items))
+        for errs, nfiles in self.pool.map(lambda j: self._verify_dir(*j), jobs):
+            self.result.verify_errors.extend(errs)
+            self.result.files_verified += nfiles
+
+    def _verify_dir(
+        self, comps: list[bytes], items: list[tuple[bytes, str, int, list[tuple[bytes, int]]]]
+    ) -> tuple[list[RestoreIssue], int]:
+        errs: list[RestoreIssue] = []
+        fds: list[int] = []
+        try:
+            dfd = self.root_fd
+            for c in comps:
+                dfd = os.open(c, _DIR_FLAGS, dir_fd=dfd)
+                fds.append(dfd)
+        except OSError as e:
+            for fd in fds:
+                os.close(fd)
+            return [RestoreIssue(loc, f"verify: cannot open directory: {e.strerror}") for _, loc, _, _ in items], 0
+        try:
+            for name, loc, size, blobs in items:
+                msg = _verify_file(dfd, name, size, blobs)
+                if msg:
+                    errs.append(RestoreIssue(loc, msg))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return errs, len(items)
+
+
+def _verify_file(dfd: int, name: bytes, size: int, blobs: list[tuple[bytes, int]]) -> str | None:
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+    except OSError as e:
+        return f"verify: cannot open: {e.strerror}"
+    try:
+        s = os.fstat(fd)
+        if not st.S_ISREG(s.st_mode):
+            return "verify: not a regular file"
+        if s.st_size != size:
+            return f"verify: size is {s.st_size}, expected {size}"
+        off = 0
+        for bid, plen in blobs:
+            data = _pread_all(fd, plen, off)
+            if len(data) != plen or hashlib.sha256(data).digest() != bid:
+                return f"verify: content at offset {off} ({plen} bytes) does not match data blob {bid.hex()[:8]}"
+            off += plen
+    except OSError as e:
+        return f"verify: read: {e.strerror}"
+    finally:
+        os.close(fd)
+    return None
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    n = os.pwrite(fd, data, offset)
+    if n == len(data):
+        return
+    mv = memoryview(data)
+    pos = n
+    while pos < len(mv):
+        n = os.pwrite(fd, mv[pos:], offset + pos)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        pos += n
+
+
+def _pread_all(fd: int, n: int, offset: int) -> bytes:
+    data = os.pread(fd, n, offset)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n:
+        more = os.pread(fd, n - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
