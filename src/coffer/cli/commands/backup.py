@@ -118,10 +118,10 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
         progress.on_warning = lambda w: p.warn(f"error: {w.path}: {w.message}" if w.path else f"error: {w.message}")
     access = g.access()
     access.dry_run = dry_run
+
     def on_parent(snap: Snapshot | None) -> None:
-        if streams:
-            return
-        p.print(f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files")
+        if not streams:
+            p.print(f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files")
 
     with open_repo(access, "shared") as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
