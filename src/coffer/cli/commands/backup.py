@@ -120,8 +120,9 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
     access.dry_run = dry_run
 
     def on_parent(snap: Snapshot | None) -> None:
-        if not streams:
-            p.print(f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files")
+        if streams:
+            return
+        p.print(f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files")
 
     with open_repo(access, "shared") as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
