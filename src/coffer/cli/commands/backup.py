@@ -122,7 +122,8 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
     def on_parent(snap: Snapshot | None) -> None:
         if streams:
             return
-        p.print(f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files")
+        msg = f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files"
+        p.print(msg)
 
     with open_repo(access, "shared") as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
