@@ -464,12 +464,12 @@ class Archiver:
 
     def _list_dir(self, d: _Dir, path: bytes) -> Iterator[tuple[bytes, bytes, _VDir | None]] | None:
         try:
-            with os.scandir(path) as it:
-                entries = sorted((e.name, e.path) for e in it)
+            names = sorted(os.listdir(path))
         except OSError as e:
             self._warn(path, f"cannot read directory: {e.strerror}", "archival")
             return None
-        return ((n, p, None) for n, p in entries)
+        prefix = path if path.endswith(b"/") else path + b"/"
+        return ((n, prefix + n, None) for n in names)
 
     def _process_dir(
         self, d: _Dir, entries: Iterator[tuple[bytes, bytes, _VDir | None]], virtual: bool = False

@@ -10,6 +10,8 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from coffer.errors import BackendError, NoSpace, ObjectNotFound, PermissionDenied, ShortRead
@@ -33,9 +35,15 @@ def _translate(e: OSError, what: str, where: str) -> BackendError:
 
 
 class LocalBackend(Backend):
+    FD_CACHE = 64
+
     def __init__(self, path: str) -> None:
         self.path = os.path.abspath(path)
         self.location = self.path
+        # Ranged reads of the same pack (tree blobs, restore) reuse an open descriptor. Files are
+        # immutable, so a descriptor of a file deleted meanwhile still reads the right bytes.
+        self._fds: OrderedDict[str, list[int]] = OrderedDict()  # name -> [fd, users]
+        self._fd_lock = threading.Lock()
 
     @property
     def properties(self) -> BackendProperties:
@@ -94,28 +102,77 @@ class LocalBackend(Backend):
     def load(self, h: Handle, offset: int = 0, length: int | None = None) -> bytes:
         fn = self.filename(h)
         try:
-            with open(fn, "rb", buffering=0) as f:
-                if length is None:
+            if length is None:
+                with open(fn, "rb", buffering=0) as f:
                     if offset:
                         f.seek(offset)
                     return f.read()
-                data = os.pread(f.fileno(), length, offset)
+            cached = h.type is FileType.PACK
+            fd = self._acquire_fd(fn) if cached else os.open(fn, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                data = os.pread(fd, length, offset)
                 if len(data) < length:
                     # pread may return less on some filesystems; finish the read before giving up
                     parts = [data]
                     got = len(data)
                     while got < length:
-                        more = os.pread(f.fileno(), length - got, offset + got)
+                        more = os.pread(fd, length - got, offset + got)
                         if not more:
                             break
                         parts.append(more)
                         got += len(more)
                     data = b"".join(parts)
-                if len(data) != length:
-                    raise ShortRead(f"{self.location}: {h}: wanted {length} bytes at {offset}, got {len(data)}")
-                return data
+            finally:
+                if cached:
+                    self._release_fd(fn, fd)
+                else:
+                    os.close(fd)
+            if len(data) != length:
+                raise ShortRead(f"{self.location}: {h}: wanted {length} bytes at {offset}, got {len(data)}")
+            return data
         except OSError as e:
             raise _translate(e, f"load {h}", self.location) from None
+
+    def _acquire_fd(self, fn: str) -> int:
+        with self._fd_lock:
+            ent = self._fds.get(fn)
+            if ent is not None:
+                ent[1] += 1
+                self._fds.move_to_end(fn)
+                return ent[0]
+        fd = os.open(fn, os.O_RDONLY | os.O_CLOEXEC)
+        with self._fd_lock:
+            ent = self._fds.get(fn)
+            if ent is not None:  # another thread opened it meanwhile
+                os.close(fd)
+                ent[1] += 1
+                return ent[0]
+            self._fds[fn] = [fd, 1]
+            for name in list(self._fds):  # evict idle descriptors beyond the cap
+                if len(self._fds) <= self.FD_CACHE:
+                    break
+                victim = self._fds[name]
+                if victim[1] == 0:
+                    del self._fds[name]
+                    os.close(victim[0])
+        return fd
+
+    def _release_fd(self, fn: str, fd: int) -> None:
+        with self._fd_lock:
+            ent = self._fds.get(fn)
+            if ent is not None and ent[0] == fd:
+                ent[1] -= 1
+                return
+        os.close(fd)  # evicted while we used it (cannot happen with refcounts, but never leak)
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd, _refs in self._fds.values():
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self._fds.clear()
 
     def stat(self, h: Handle) -> FileInfo:
         try:
