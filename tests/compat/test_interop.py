@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import Runner
 from helpers.sourcetree import make_tree
 from helpers.treecompare import assert_trees_equal

@@ -7,13 +7,13 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, Runner
 
-from coffer.store.backend.local import LocalBackend
 from coffer.store.backend.base import FileType
+from coffer.store.backend.local import LocalBackend
 from coffer.store.format.lock import LockInfo
 from coffer.store.repository import Repository
 from coffer.util import gotime
+from conftest import PASSWORD, Runner
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ directory is yielded before its contents (pre-order), which is the order ``resti
 from __future__ import annotations
 
 import posixpath
+import sys
 from collections.abc import Callable, Iterator, Sequence
 
 from coffer.errors import FormatError
@@ -15,6 +16,19 @@ from coffer.store.format.tree import Node
 from coffer.store.repository import Repository
 
 Descend = Callable[[bytes, Node], bool]
+
+
+MAX_DEPTH = 8192  # directory nesting the recursive walkers (diff, find, stats) support
+
+
+def allow_deep_trees() -> None:
+    """Let the recursive walkers follow directories nested up to MAX_DEPTH levels.
+
+    Every level costs a couple of Python frames (3.11 frames do not use the C stack), so the
+    default limit of 1000 would stop at a few hundred levels, which real file systems exceed.
+    """
+    if sys.getrecursionlimit() < 3 * MAX_DEPTH:
+        sys.setrecursionlimit(3 * MAX_DEPTH)
 
 
 def join(prefix: bytes, name: bytes) -> bytes:

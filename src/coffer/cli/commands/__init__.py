@@ -6,7 +6,19 @@ import importlib
 
 import click
 
-_MODULES = ("init", "backup", "snapshots", "unlock")
+_MODULES = (
+    "init",
+    "backup",
+    "snapshots",
+    "unlock",
+    "ls",
+    "find",
+    "diff",
+    "cat",
+    "stats",
+    "key",
+    "check",
+)
 
 
 def _load() -> list[click.Command]:
