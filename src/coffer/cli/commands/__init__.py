@@ -18,6 +18,7 @@ _MODULES = (
     "stats",
     "key",
     "check",
+    "restore",
 )
 
 
