@@ -9,7 +9,6 @@ Reproducing the exact string matters: it is part of the tree bytes, hence of the
 
 from __future__ import annotations
 
-import calendar
 import re
 import time
 from dataclasses import dataclass
@@ -39,17 +38,47 @@ def local_offset(sec: int) -> int:
     return off
 
 
+def _civil_from_days(z: int) -> tuple[int, int, int]:
+    """Proleptic Gregorian (year, month, day) of day ``z`` since 1970-01-01, for any integer."""
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (m <= 2), m, d
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Inverse of ``_civil_from_days``; out-of-range days roll over like ``calendar.timegm``."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (m - 3 if m > 2 else m + 9) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _is_leap(y: int) -> bool:
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
 def format_ns(ns: int, offset: int | None = None) -> str:
     """Format epoch nanoseconds as Go's RFC3339Nano; ``offset=None`` means the local zone."""
     sec, frac = divmod(ns, NS)
     if offset is None:
         offset = local_offset(sec)
-    t = time.gmtime(sec + offset) if -62135596800 <= sec + offset <= 253402300799 else None
-    if t is None:
-        # Go clamps years outside 0..9999 when marshalling; restic clamps too. Use the bounds.
-        t = time.gmtime(-62135596800 if sec + offset < 0 else 253402300799)
-        frac = 0
-    s = "%04d-%02d-%02dT%02d:%02d:%02d" % (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+    days, tod = divmod(sec + offset, 86400)
+    year, mon, day = _civil_from_days(days)
+    if not 0 <= year <= 9999:
+        # Go cannot marshal such years; restic's FixTime sets the year to 0 or 9999 and keeps the
+        # rest (AddDate, so 29 February in a common year becomes 1 March).
+        year = 0 if year < 0 else 9999
+        if mon == 2 and day == 29 and not _is_leap(year):
+            mon, day = 3, 1
+    hh, rem = divmod(tod, 3600)
+    s = "%04d-%02d-%02dT%02d:%02d:%02d" % (year, mon, day, hh, rem // 60, rem % 60)
     if frac:
         s += ("." + "%09d" % frac).rstrip("0")
     if offset == 0:
@@ -76,7 +105,7 @@ class GoTime:
 
 def parse(s: str) -> GoTime:
     """Parse an RFC3339(Nano) string; raises ValueError on anything else."""
-    m = _RFC3339.match(s)
+    m = _RFC3339.fullmatch(s)
     if not m:
         raise ValueError(f"not an RFC3339 time: {s!r}")
     year, mon, day, hh, mm, ss = (int(m.group(i)) for i in range(1, 7))
@@ -88,7 +117,7 @@ def parse(s: str) -> GoTime:
         offset = (int(m.group(10)) * 3600 + int(m.group(11)) * 60) * (1 if m.group(9) == "+" else -1)
     if not (1 <= mon <= 12 and 1 <= day <= 31 and hh <= 23 and mm <= 59 and ss <= 60):
         raise ValueError(f"time out of range: {s!r}")
-    sec = calendar.timegm((year, mon, day, hh, mm, ss, 0, 0, 0)) - offset
+    sec = _days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss - offset
     return GoTime(sec * NS + ns_frac, offset)
 
 

@@ -43,6 +43,13 @@ def compress(data: bytes | bytearray | memoryview, level: int = DEFAULT_LEVEL) -
 
 def decompress_blob(data: bytes | bytearray | memoryview, plain_len: int) -> bytes:
     try:
+        if not 0 < plain_len <= 0xFFFFFFFF:  # the pack header stores it as LE32
+            raise FormatError(f"zstd: invalid blob plain length {plain_len}")
+        # A frame that declares its size is decoded into a buffer of that size and max_output_size
+        # is ignored, so check the declaration first (a hostile frame could claim terabytes).
+        declared = zstandard.frame_content_size(data)
+        if declared not in (-1, plain_len):
+            raise FormatError(f"zstd: blob frame declares {declared} bytes, index says {plain_len}")
         out = _decompressor().decompress(data, max_output_size=plain_len)
     except zstandard.ZstdError as e:
         raise FormatError(f"zstd: {e}") from None
@@ -52,14 +59,25 @@ def decompress_blob(data: bytes | bytearray | memoryview, plain_len: int) -> byt
 
 
 def decompress_unpacked(data: bytes | memoryview, limit: int = MAX_UNPACKED) -> bytes:
+    """One zstd frame, never producing (or allocating) more than ``limit`` bytes."""
+    too_big = "zstd: decompressed file exceeds the size limit"
     try:
-        dobj = _decompressor().decompressobj()
-        out = dobj.decompress(data)
+        declared = zstandard.frame_content_size(data)
+        if declared > limit:
+            raise FormatError(too_big)
+        if declared >= 0:  # restic always declares the size; the buffer is allocated at that size
+            return _decompressor().decompress(data)
+        reader = _decompressor().stream_reader(data, read_across_frames=False)
+        chunks: list[bytes] = []
+        total = 0
+        while chunk := reader.read(1 << 20):
+            total += len(chunk)
+            if total > limit:
+                raise FormatError(too_big)
+            chunks.append(chunk)
+        return b"".join(chunks)
     except zstandard.ZstdError as e:
         raise FormatError(f"zstd: {e}") from None
-    if len(out) > limit:
-        raise FormatError("zstd: decompressed file exceeds the size limit")
-    return out
 
 
 def encode_unpacked(json_bytes: bytes, version: int) -> bytes:

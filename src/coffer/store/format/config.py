@@ -32,7 +32,7 @@ class RepoConfig:
             pol = int(obj["chunker_polynomial"], 16)
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"config: malformed ({e})") from None
-        if not isinstance(version, int) or version not in SUPPORTED_VERSIONS:
+        if type(version) is not int or version not in SUPPORTED_VERSIONS:
             raise FormatError(
                 f"unsupported repository version {version!r}",
                 hint="this coffer reads repository versions 1 and 2",

@@ -114,6 +114,8 @@ def verify(key: CryptoKey, data: bytes | bytearray | memoryview) -> bool:
         if len(mv) < OVERHEAD:
             return False
         iv = bytes(mv[:IV_SIZE])
+        if iv == _ZERO16:
+            return False
         Poly1305.verify_tag(_poly_key(key, iv), mv[IV_SIZE:-MAC_SIZE], bytes(mv[-MAC_SIZE:]))
         return True
     except InvalidSignature:

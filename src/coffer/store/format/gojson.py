@@ -8,26 +8,31 @@ spells them. Only strings need care; numbers and booleans are already identical.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
-_SAFE = re.compile(r'^[^"\\\x00-\x1f<>&\u2028\u2029]*$')
+# Lone surrogates stand for bytes that were not valid UTF-8 (``surrogateescape``) or for a lone
+# surrogate escape in parsed JSON; Go writes each invalid byte as the six characters \ufffd.
+_SAFE = re.compile(r'[^"\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]*')
 _GO_FIXES = {
     "<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029",
     "\\b": "\\u0008", "\\f": "\\u000c",
 }
 # Match whole escape pairs so that an escaped backslash followed by "b" is left alone.
-_FIX_RE = re.compile(r"\\.|[<>&\u2028\u2029]")
+_FIX_RE = re.compile(r"\\.|[<>&\u2028\u2029\ud800-\udfff]")
 
 
 def _fix(m: re.Match[str]) -> str:
     s = m.group(0)
+    if len(s) == 1 and "\ud800" <= s <= "\udfff":
+        return "\\ufffd"
     return _GO_FIXES.get(s, s)
 
 
 def string(s: str) -> str:
     """A JSON string literal exactly as Go writes it."""
-    if _SAFE.match(s):
+    if _SAFE.fullmatch(s):  # not match(): "$" also matches before a final newline
         return '"' + s + '"'
     return _FIX_RE.sub(_fix, json.dumps(s, ensure_ascii=False))
 
@@ -60,6 +65,17 @@ def dumps(obj: Any) -> str:
 MAX_JSON = 256 * 1024 * 1024
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_float(s: str) -> float:
+    f = float(s)
+    if not math.isfinite(f):  # "1e999" or a 10^6-digit literal would become inf
+        raise ValueError("number out of range")
+    return f
+
+
 def loads(data: bytes | str, what: str) -> Any:
     """Parse JSON from repository data, turning every failure into a FormatError."""
     from coffer.errors import FormatError
@@ -67,6 +83,6 @@ def loads(data: bytes | str, what: str) -> Any:
     if len(data) > MAX_JSON:
         raise FormatError(f"{what}: JSON document too large ({len(data)} bytes)")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_float=_parse_float, parse_constant=_reject_constant)
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise FormatError(f"{what}: invalid JSON: {str(e)[:200]}") from None

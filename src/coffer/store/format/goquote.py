@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 
-_PLAIN = re.compile(rb"^[\x20-\x21\x23-\x5b\x5d-\x7e]*$")  # printable ASCII except " and \
+_PLAIN = re.compile(rb"[\x20-\x21\x23-\x5b\x5d-\x7e]*")  # printable ASCII except " and \
 _SHORT = {7: "\\a", 8: "\\b", 12: "\\f", 10: "\\n", 13: "\\r", 9: "\\t", 11: "\\v", 0x22: '\\"', 0x5C: "\\\\"}
 
 
 def quote(raw: bytes) -> str:
     """Go ``strconv.Quote(string(raw))`` without the surrounding quotes."""
-    if _PLAIN.match(raw):
+    if _PLAIN.fullmatch(raw):  # not match(): "$" also matches before a final newline
         return raw.decode("ascii")
     out: list[str] = []
     i = 0

@@ -6,7 +6,7 @@ import hashlib
 import re
 
 ID_LEN = 32
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def hash_bytes(data: bytes | bytearray | memoryview) -> bytes:
@@ -15,11 +15,11 @@ def hash_bytes(data: bytes | bytearray | memoryview) -> bytes:
 
 def is_id_hex(name: str) -> bool:
     """True for a well-formed storage name; other names in the repository are skipped."""
-    return bool(_HEX64.match(name))
+    return bool(_HEX64.fullmatch(name))
 
 
 def from_hex(s: str) -> bytes:
-    if not _HEX64.match(s):
+    if not _HEX64.fullmatch(s):
         raise ValueError(f"invalid ID {s!r}: expected 64 lower-case hex characters")
     return bytes.fromhex(s)
 

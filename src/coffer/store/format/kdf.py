@@ -29,6 +29,8 @@ class ScryptParams:
             raise FormatError(f"scrypt N={n} is not a power of two greater than 1")
         if r < 1 or p < 1:
             raise FormatError(f"scrypt r={r}, p={p} must be positive")
+        if n.bit_length() - 1 >= 16 * r:  # RFC 7914: N < 2^(128*r/8); OpenSSL refuses otherwise
+            raise FormatError(f"scrypt N={n} is too large for r={r}")
         if self.memory > MAX_MEMORY or n * r * p > MAX_WORK:
             raise FormatError(
                 f"scrypt parameters N={n} r={r} p={p} exceed the safety limit",
@@ -45,7 +47,10 @@ DEFAULT_PARAMS = ScryptParams(n=1 << 15, r=8, p=1)
 
 def derive(password: bytes, salt: bytes, params: ScryptParams, length: int = 64) -> bytes:
     params.check()
-    return hashlib.scrypt(
-        password, salt=salt, n=params.n, r=params.r, p=params.p, dklen=length,
-        maxmem=params.memory + 16 * 1024 * 1024,
-    )
+    try:
+        return hashlib.scrypt(
+            password, salt=salt, n=params.n, r=params.r, p=params.p, dklen=length,
+            maxmem=params.memory + 16 * 1024 * 1024,
+        )
+    except ValueError as e:  # parameters OpenSSL will not run
+        raise FormatError(f"scrypt N={params.n} r={params.r} p={params.p} rejected: {e}") from None

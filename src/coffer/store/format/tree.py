@@ -23,6 +23,7 @@ GO_STICKY = 1 << 20
 GO_IRREGULAR = 1 << 19
 _GO_TYPE_BITS = GO_DIR | GO_SYMLINK | GO_DEVICE | GO_NAMED_PIPE | GO_SOCKET | GO_CHAR_DEVICE | GO_IRREGULAR
 
+_ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time
 NODE_TYPES = ("file", "dir", "symlink", "dev", "chardev", "fifo", "socket", "irregular")
 MAX_TREE_NODES = 10_000_000
 
@@ -103,9 +104,9 @@ class Node:
         p = ['{"name":', gojson.string(goquote.quote(self.name)), ',"type":', gojson.string(self.type)]
         if self.mode:
             p.append(',"mode":%d' % self.mode)
-        p.append(',"mtime":"%s","atime":"%s","ctime":"%s","uid":%d,"gid":%d' % (
-            self.mtime or "0001-01-01T00:00:00Z", self.atime or "0001-01-01T00:00:00Z",
-            self.ctime or "0001-01-01T00:00:00Z", self.uid, self.gid))
+        p.append(',"mtime":%s,"atime":%s,"ctime":%s,"uid":%d,"gid":%d' % (
+            gojson.string(self.mtime or _ZERO_TIME), gojson.string(self.atime or _ZERO_TIME),
+            gojson.string(self.ctime or _ZERO_TIME), self.uid, self.gid))
         if self.user:
             p.append(',"user":' + gojson.string(self.user))
         if self.group:
@@ -122,8 +123,9 @@ class Node:
             try:
                 p.append(',"linktarget":' + gojson.string(self.linktarget.decode("utf-8")))
             except UnicodeDecodeError:
-                # Newer restic stores such targets raw; 0.14 reads the lossy string. Write both.
-                p.append(',"linktarget":' + gojson.string(self.linktarget.decode("utf-8", "replace")))
+                # Newer restic stores such targets raw; 0.14 reads the lossy string. Write both, the
+                # string as Go does (each invalid byte becomes \ufffd, via surrogateescape).
+                p.append(',"linktarget":' + gojson.string(self.linktarget.decode("utf-8", "surrogateescape")))
                 p.append(',"linktarget_raw":"%s"' % base64.b64encode(self.linktarget).decode())
         if self.xattrs:
             p.append(',"extended_attributes":[' + ",".join(
