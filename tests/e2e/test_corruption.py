@@ -7,11 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
-from conftest import PASSWORD, Runner
 
 from coffer.store.backend.local import LocalBackend
 from coffer.store.format.pack import BlobType
 from coffer.store.repository import Repository
+from conftest import PASSWORD, Runner
 
 
 def _flip(path: Path, offset: int) -> None:
