@@ -60,6 +60,7 @@ NAME_MAX = 255
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_RE = re.compile(rb"^\.(?:.*\.)?coffer-tmp-[0-9a-f]{16}$", re.DOTALL)
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
 _IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 
 
@@ -84,12 +85,13 @@ class RestoreOptions:
     sparse: bool = False
     verify: bool = False
     overwrite: bool = True  # False: leave existing non-directories alone (counted in ``skipped``)
-    workers: int = 2
+    workers: int = 2  # fetch/decode threads (at least the backend's ``connections`` are used)
 
 
 class RestoreIssue(NamedTuple):
     """One problem with one item. ``path`` is the item's location in the restored tree
-    (``/dir/file``, the same form the include/exclude patterns match), as text."""
+    (``/dir/file``, the same form the include/exclude patterns match), as text; bytes that are not
+    UTF-8 appear as surrogate escapes (``os.fsencode(path)`` gives the raw name back)."""
 
     path: str
     message: str
@@ -204,7 +206,8 @@ class _Restorer:
         self.result = RestoreResult()
         self.incl = ExcludeRules.build(opts.includes, opts.iincludes)
         self.excl = ExcludeRules.build(opts.excludes, opts.iexcludes)
-        self.workers = max(1, opts.workers)
+        # Fetching is I/O as much as CPU: use at least as many threads as the backend has connections.
+        self.workers = max(1, opts.workers, repo.backend.properties.connections)
         self.pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         self.root_fd = -1
         self.dir_fds: OrderedDict[_Dir, int] = OrderedDict()
@@ -297,11 +300,18 @@ class _Restorer:
         for d in reversed(all_dirs):
             d.children = [c for c in d.children if not isinstance(c, _Dir) or c.selected or c.children]
         files = nbytes = 0
+        linked: set[tuple[int, int]] = set()
         for d in all_dirs:
             for c in d.children:
                 if isinstance(c, _Item):
                     files += 1
-                    nbytes += c.node.size if c.node.type == "file" else 0
+                    n = c.node
+                    if n.type == "file":
+                        if n.links > 1 and n.inode:
+                            if (n.device_id, n.inode) in linked:
+                                continue  # a hard link: its content is written once
+                            linked.add((n.device_id, n.inode))
+                        nbytes += n.size
         self.progress.add_total(files, nbytes)
         self.progress.scan_finished = True
 
@@ -575,7 +585,9 @@ class _Restorer:
         stack: list[_Dir] = [root]
         while stack:
             d = stack.pop()
-            if d.parent is not None and not self._make_dir(d):
+            if d.parent is None:
+                self._tidy_existing(d, self.root_fd)
+            elif not self._make_dir(d):
                 self._child_done(d.parent)
                 continue
             d.pending = len(d.children) + 1  # +1: held until all children were handed out
@@ -663,7 +675,7 @@ class _Restorer:
             if not self.opts.overwrite and self._exists(dfd, f.name):
                 f.state = _SKIPPED
                 self.result.skipped += 1
-                self.progress.add_done(1, 0)
+                self.progress.add_done(1, n.size if n.type == "file" else 0)
                 self._child_done(f.parent)
                 return
         except OSError as e:
@@ -958,8 +970,12 @@ class _Restorer:
 
 
 def _verify_file(dfd: int, name: bytes, size: int, blobs: list[tuple[bytes, int]]) -> str | None:
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
+        try:
+            fd = os.open(name, flags | _O_NOATIME, dir_fd=dfd)  # reading must not change the restored atime
+        except PermissionError:
+            fd = os.open(name, flags, dir_fd=dfd)
     except OSError as e:
         return f"verify: cannot open: {e.strerror}"
     try:

@@ -64,12 +64,27 @@ def _is_leap(y: int) -> bool:
     return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
 
 
+_day_cache: dict[int, str] = {}
+
+
 def format_ns(ns: int, offset: int | None = None) -> str:
     """Format epoch nanoseconds as Go's RFC3339Nano; ``offset=None`` means the local zone."""
     sec, frac = divmod(ns, NS)
     if offset is None:
         offset = local_offset(sec)
     days, tod = divmod(sec + offset, 86400)
+    # Fast path: the date part of the day is cached (a backup formats two times per file).
+    day = _day_cache.get(days)
+    if day is not None:
+        hh, rem = divmod(tod, 3600)
+        s = "%sT%02d:%02d:%02d" % (day, hh, rem // 60, rem % 60)
+        if frac:
+            s += ("." + "%09d" % frac).rstrip("0")
+        if offset == 0:
+            return s + "Z"
+        sign = "+" if offset > 0 else "-"
+        h, m = divmod(abs(offset) // 60, 60)
+        return "%s%s%02d:%02d" % (s, sign, h, m)
     year, mon, day = _civil_from_days(days)
     if not 0 <= year <= 9999:
         # Go cannot marshal such years; restic's FixTime sets the year to 0 or 9999 and keeps the
@@ -77,6 +92,8 @@ def format_ns(ns: int, offset: int | None = None) -> str:
         year = 0 if year < 0 else 9999
         if mon == 2 and day == 29 and not _is_leap(year):
             mon, day = 3, 1
+    if 1 <= year <= 9999 and len(_day_cache) < 100_000:
+        _day_cache[days] = "%04d-%02d-%02d" % (year, mon, day)
     hh, rem = divmod(tod, 3600)
     s = "%04d-%02d-%02dT%02d:%02d:%02d" % (year, mon, day, hh, rem // 60, rem % 60)
     if frac:

@@ -150,6 +150,10 @@ class Node:
 
     @classmethod
     def from_obj(cls, o: dict[str, Any]) -> Node:
+        if o.keys() <= _COMMON_KEYS:
+            n = _fast_node(o)
+            if n is not None:
+                return n
         try:
             name = goquote.unquote(o["name"])
             typ = o["type"]
@@ -169,6 +173,46 @@ class Node:
     @property
     def display_name(self) -> str:
         return self.name.decode("utf-8", "surrogateescape")
+
+
+_COMMON_KEYS = frozenset((
+    "name", "type", "mode", "mtime", "atime", "ctime", "uid", "gid", "user", "group", "inode", "device_id",
+    "size", "links", "content", "subtree", "device",
+))
+_NODE_TYPES = frozenset(NODE_TYPES)
+
+
+def _fast_node(o: dict[str, Any]) -> Node | None:
+    """The common node shapes, decoded without per-field dispatch (tree loading is on the
+    no-change backup's hot path). Returns None to fall back to the careful path on anything odd."""
+    g = o.get
+    name, typ = g("name"), g("type")
+    if type(typ) is not str:
+        return None
+    mode, uid, gid, inode = g("mode", 0), g("uid", 0), g("gid", 0), g("inode", 0)
+    dev, size, links, device = g("device_id", 0), g("size", 0), g("links", 0), g("device", 0)
+    mtime, atime, ctime, user, group = g("mtime", ""), g("atime", ""), g("ctime", ""), g("user", ""), g("group", "")
+    if (
+        type(name) is not str or typ not in _NODE_TYPES
+        or type(mode) is not int or type(uid) is not int or type(gid) is not int or type(inode) is not int
+        or type(dev) is not int or type(size) is not int or type(links) is not int or type(device) is not int
+        or (mode | uid | gid | inode | dev | size | links | device) < 0
+        or type(mtime) is not str or type(atime) is not str or type(ctime) is not str
+        or type(user) is not str or type(group) is not str
+    ):
+        return None
+    content = g("content")
+    subtree = g("subtree")
+    try:
+        cids = None if content is None else [bytes.fromhex(x) for x in content]
+        sid = None if subtree is None else bytes.fromhex(subtree)
+        raw_name = goquote.unquote(name)
+    except (TypeError, ValueError):
+        return None
+    if (cids is not None and any(len(x) != 32 for x in cids)) or (sid is not None and len(sid) != 32):
+        return None
+    return Node(raw_name, typ, mode, mtime, atime, ctime, uid, gid, user, group, inode, dev, size, links,
+                b"", None, None, device, cids, sid)
 
 
 def _ids(v: Any) -> list[bytes] | None:
