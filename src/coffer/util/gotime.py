@@ -74,10 +74,10 @@ def format_ns(ns: int, offset: int | None = None) -> str:
         offset = local_offset(sec)
     days, tod = divmod(sec + offset, 86400)
     # Fast path: the date part of the day is cached (a backup formats two times per file).
-    day = _day_cache.get(days)
-    if day is not None:
+    date = _day_cache.get(days)
+    if date is not None:
         hh, rem = divmod(tod, 3600)
-        s = "%sT%02d:%02d:%02d" % (day, hh, rem // 60, rem % 60)
+        s = "%sT%02d:%02d:%02d" % (date, hh, rem // 60, rem % 60)
         if frac:
             s += ("." + "%09d" % frac).rstrip("0")
         if offset == 0:
