@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -74,8 +76,20 @@ class CryptoKey:
         return key
 
 
+_tls = threading.local()
+
+
 def _poly_key(key: CryptoKey, iv: bytes) -> bytes:
-    enc = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor()
+    # One ECB encryptor per thread and key: ECB on single whole blocks keeps no state between
+    # calls, and setting up a cipher context costs more than the block itself.
+    cache: dict[bytes, Any] | None = getattr(_tls, "ecb", None)
+    if cache is None:
+        cache = _tls.ecb = {}
+    enc = cache.get(key.mac_k)
+    if enc is None:
+        if len(cache) > 8:
+            cache.clear()
+        enc = cache[key.mac_k] = Cipher(algorithms.AES(key.mac_k), modes.ECB()).encryptor()
     return key.mac_r + enc.update(iv)
 
 
