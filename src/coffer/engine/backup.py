@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from coffer import env
 from coffer.engine.excludes import ExcludeRules
@@ -120,6 +120,15 @@ class _VDir:
         self.children: dict[bytes, _VDir | bytes] = {}  # name -> sub-VDir or target path
 
 
+_Entry = tuple[bytes, bytes, "_VDir | None", "os.stat_result | OSError"]
+
+
+class _Listing(NamedTuple):
+    entries: list[_Entry]
+    error: OSError | None
+    prev_nodes: list[Node] | None
+
+
 class _Prefixed:
     """A reader that first returns ``prefix`` and then continues with ``f``."""
 
@@ -147,6 +156,7 @@ class _Prefixed:
 class Archiver:
     FILES_IN_FLIGHT = 512
     CHUNKS_IN_FLIGHT = 6
+    DIRS_AHEAD = 256  # directory listings scanned ahead of the walker
 
     def __init__(self, repo: Repository, req: BackupRequest, progress: Progress | None = None) -> None:
         self.repo = repo
@@ -157,6 +167,8 @@ class Archiver:
         self._tls = threading.local()
         self._file_pool = cf.ThreadPoolExecutor(max(1, req.read_concurrency), thread_name_prefix="file")
         self._blob_pool = cf.ThreadPoolExecutor(2, thread_name_prefix="blob")
+        self._scan_pool = cf.ThreadPoolExecutor(2, thread_name_prefix="scan")
+        self._scan_budget = self.DIRS_AHEAD
         self._file_slots = threading.BoundedSemaphore(self.FILES_IN_FLIGHT)
         self._chunk_slots = threading.BoundedSemaphore(self.CHUNKS_IN_FLIGHT)
         self._error: BaseException | None = None
@@ -280,9 +292,11 @@ class Archiver:
             self._check()
             self.repo.flush()
         except BaseException:
+            self._scan_pool.shutdown(wait=True, cancel_futures=True)
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._blob_pool.shutdown(wait=True, cancel_futures=True)
             raise
+        self._scan_pool.shutdown(wait=True)
         self._file_pool.shutdown(wait=True)
         self._blob_pool.shutdown(wait=True)
         assert self._root_tree is not None
@@ -405,13 +419,20 @@ class Archiver:
             name = leaf + b"-%d" % k
         cur.children[name] = absolute
 
-    def _virtual_entries(self, v: _VDir) -> Iterator[tuple[bytes, bytes, _VDir | None]]:
+    def _virtual_entries(self, v: _VDir) -> list[_Entry]:
+        out: list[_Entry] = []
+        ex = self.req.excludes
         for name in sorted(v.children):
             c = v.children[name]
-            if isinstance(c, _VDir):
-                yield name, c.fs_path, c
-            else:
-                yield name, c, None
+            path = c.fs_path if isinstance(c, _VDir) else c
+            if not isinstance(c, _VDir) and ex.patterns and ex.excluded(os.fsdecode(path)):
+                continue
+            try:
+                s: os.stat_result | OSError = os.lstat(path)
+            except OSError as e:
+                s = e
+            out.append((name, path, c if isinstance(c, _VDir) else None, s))
+        return out
 
     def _scan(self, paths: list[str]) -> None:
         """Count files and bytes for the progress ETA (best effort, concurrent with the backup)."""
@@ -449,9 +470,9 @@ class Archiver:
         finally:
             self.progress.scan_finished = True
 
-    def _walk(self, root: _Dir, root_entries: Iterator[tuple[bytes, bytes, _VDir | None]]) -> None:
+    def _walk(self, root: _Dir, root_entries: list[_Entry]) -> None:
         # An explicit stack of generators: deep trees must not hit Python's recursion limit.
-        stack: list[Iterator[Any]] = [self._process_dir(root, root_entries, virtual=True)]
+        stack: list[Iterator[Any]] = [self._process_dir(root, root_entries)]
         while stack:
             self._check()
             try:
@@ -462,52 +483,80 @@ class Archiver:
             if child is not None:
                 stack.append(child)
 
-    def _list_dir(self, d: _Dir, path: bytes) -> Iterator[tuple[bytes, bytes, _VDir | None]] | None:
+    def _scan_dir(self, path: bytes, prev_dir: Node | None) -> _Listing:
+        """One directory's syscalls and its parent-snapshot tree, ready for the walker.
+
+        Runs in the scan pool ahead of the walker: listdir, lstat, pread, zstd and SHA-256 release
+        the GIL, so the walker's Python work overlaps the waiting."""
+        prev_nodes = self._prev_children(prev_dir)
         try:
             names = sorted(os.listdir(path))
         except OSError as e:
-            self._warn(path, f"cannot read directory: {e.strerror}", "archival")
-            return None
+            return _Listing([], e, prev_nodes)
         prefix = path if path.endswith(b"/") else path + b"/"
-        return ((n, prefix + n, None) for n in names)
+        ex = self.req.excludes
+        entries: list[_Entry] = []
+        for n in names:
+            p = prefix + n
+            if ex.patterns and ex.excluded(os.fsdecode(p)):
+                continue
+            try:
+                entries.append((n, p, None, os.lstat(p)))
+            except OSError as e:
+                entries.append((n, p, None, e))
+        return _Listing(entries, None, prev_nodes)
 
-    def _process_dir(
-        self, d: _Dir, entries: Iterator[tuple[bytes, bytes, _VDir | None]], virtual: bool = False
-    ) -> Iterator[Any]:
-        items = list(entries)
+    def _descend(self, path: bytes, s: os.stat_result) -> bool:
+        """False when a directory's contents are excluded (other file system, tagged cache)."""
+        ex = self.req.excludes
+        if ex.one_file_system and self._root_dev is not None and s.st_dev != self._root_dev:
+            return False
+        return not (ex.exclude_caches and ex.is_tagged_cache(path))
+
+    def _process_dir(self, d: _Dir, items: list[_Entry]) -> Iterator[Any]:
         with self._lock:
             d.slots = [None] * len(items)
             d.pending += len(items)
         prev_map = {n.name: n for n in d.prev_nodes} if d.prev_nodes else None
-        ex = self.req.excludes
-        for i, (name, path, vdir) in enumerate(items):
-            if ex.patterns and vdir is None and ex.excluded(os.fsdecode(path)):
-                self._child_done(d, i, None)
-                continue
-            try:
-                s = os.lstat(path)
-            except OSError as e:
-                self._warn(path, f"{e.strerror}", "archival")
-                self._child_done(d, i, None)
-                continue
-            prev = prev_map.get(name) if prev_map else None
-            mode = s.st_mode
-            if st.S_ISDIR(mode):
-                yield self._enter_dir(d, i, name, path, s, prev, vdir)
-            elif vdir is not None:
-                self._warn(path, "intermediate path is not a directory", "archival")
-                self._child_done(d, i, None)
-            elif st.S_ISREG(mode):
-                self._file(d, i, name, path, s, prev)
-            else:
-                node, w = node_from_stat(name, path, s)
-                if w:
-                    self._warn(path, w)
-                self._child_done(d, i, node)  # restic counts only regular files in "Files"
+        # Start scanning the subdirectories now, so their listings are ready when the walk gets there.
+        ahead: dict[int, cf.Future[_Listing]] = {}
+        for i, (name, path, vdir, s) in enumerate(items):
+            if vdir is None and isinstance(s, os.stat_result) and st.S_ISDIR(s.st_mode):
+                if self._scan_budget <= 0:
+                    break
+                prev = prev_map.get(name) if prev_map else None
+                prev_dir = prev if prev is not None and prev.type == "dir" else None
+                if self._descend(path, s):
+                    self._scan_budget -= 1
+                    ahead[i] = self._scan_pool.submit(self._scan_dir, path, prev_dir)
+        try:
+            for i, (name, path, vdir, s) in enumerate(items):
+                if isinstance(s, OSError):
+                    self._warn(path, f"{s.strerror}", "archival")
+                    self._child_done(d, i, None)
+                    continue
+                prev = prev_map.get(name) if prev_map else None
+                mode = s.st_mode
+                if st.S_ISDIR(mode):
+                    yield self._enter_dir(d, i, name, path, s, prev, vdir, ahead.pop(i, None))
+                elif vdir is not None:
+                    self._warn(path, "intermediate path is not a directory", "archival")
+                    self._child_done(d, i, None)
+                elif st.S_ISREG(mode):
+                    self._file(d, i, name, path, s, prev)
+                else:
+                    node, w = node_from_stat(name, path, s)
+                    if w:
+                        self._warn(path, w)
+                    self._child_done(d, i, node)  # restic counts only regular files in "Files"
+        finally:
+            for fut in ahead.values():  # only left over when the walk is aborted
+                fut.cancel()
         self._release(d)
 
     def _enter_dir(
-        self, parent: _Dir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None, vdir: _VDir | None
+        self, parent: _Dir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None,
+        vdir: _VDir | None, ahead: cf.Future[_Listing] | None,
     ) -> Iterator[Any] | None:
         prev_dir = prev if prev is not None and prev.type == "dir" else None
         if prev_dir is not None and _same_dir_meta(s, prev_dir):
@@ -517,16 +566,21 @@ class Archiver:
             if w:
                 self._warn(path, w)
         sub = _Dir(node, parent, i, prev_dir)
-        sub.prev_nodes = self._prev_children(prev_dir)
         if vdir is not None:
-            return self._process_dir(sub, self._virtual_entries(vdir), virtual=True)
-        ex = self.req.excludes
-        if (ex.one_file_system and self._root_dev is not None and s.st_dev != self._root_dev) or (
-            ex.exclude_caches and ex.is_tagged_cache(path)
-        ):
-            return self._process_dir(sub, iter(()))
-        listing = self._list_dir(sub, path)
-        return self._process_dir(sub, listing if listing is not None else iter(()))
+            sub.prev_nodes = self._prev_children(prev_dir)
+            return self._process_dir(sub, self._virtual_entries(vdir))
+        if ahead is not None:
+            listing = ahead.result()
+            self._scan_budget += 1
+        elif self._descend(path, s):
+            listing = self._scan_dir(path, prev_dir)
+        else:
+            sub.prev_nodes = self._prev_children(prev_dir)
+            return self._process_dir(sub, [])
+        sub.prev_nodes = listing.prev_nodes
+        if listing.error is not None:
+            self._warn(path, f"cannot read directory: {listing.error.strerror}", "archival")
+        return self._process_dir(sub, listing.entries)
 
     # ------------------------------------------------------------------ files
     def _file(self, d: _Dir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None) -> None:

@@ -20,7 +20,7 @@ import typing
 from collections.abc import Iterator
 from functools import lru_cache
 
-from coffer import _chunker
+import coffer._chunker as _chunker
 from coffer.errors import FormatError
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "SPLIT_MASK",
     "WINDOW_SIZE",
     "Chunker",
+    "check_polynomial",
     "is_irreducible",
     "pol_degree",
     "random_polynomial",
@@ -52,6 +53,8 @@ _RAND_POL_MAX_TRIES = 1_000_000  # restic's randPolMaxTries
 
 def pol_degree(pol: int) -> int:
     """Degree of a GF(2) polynomial stored as an int (bit i = coefficient of x^i); -1 for 0."""
+    if pol < 0:
+        raise ValueError(f"a GF(2) polynomial is a non-negative integer, got {pol}")
     return pol.bit_length() - 1
 
 
@@ -92,9 +95,9 @@ def is_irreducible(pol: int) -> bool:
     value once per step gives the same answers in about a millisecond. Polynomials of degree < 1
     (0 and 1) are not irreducible; restic's loop is empty for them, but no caller wants them.
     """
-    n = pol_degree(pol)
-    if n < 1:
+    if pol < 2:  # 0, 1 and negative numbers
         return False
+    n = pol_degree(pol)
     x = _mod(2, pol)  # the polynomial "x" (for degree 1 this reduces)
     power = x
     for _ in range(n // 2):
@@ -124,6 +127,8 @@ def check_polynomial(pol: int) -> None:
     """Raise :class:`FormatError` unless ``pol`` can be a restic chunker polynomial."""
     if isinstance(pol, bool) or not isinstance(pol, int):
         raise FormatError(f"chunker polynomial must be an integer, not {type(pol).__name__}")
+    if pol < 0:
+        raise FormatError(f"chunker polynomial {pol} is negative, restic requires degree {POL_DEGREE}")
     if pol_degree(pol) != POL_DEGREE:
         raise FormatError(
             f"chunker polynomial {pol:#x} has degree {pol_degree(pol)}, restic requires {POL_DEGREE}",
@@ -191,9 +196,8 @@ class Chunker:
         moved to the buffer's front, when the space behind it runs out. Nothing is searched twice.
         """
         cap = self.max_size + self.read_size
-        if self._buf is None or len(self._buf) != cap:
-            self._buf = bytearray(cap)
-        buf = self._buf
+        buf = self._buf if self._buf is not None and len(self._buf) == cap else bytearray(cap)
+        self._buf = None  # a second iter_chunks running meanwhile gets a buffer of its own
         view = memoryview(buf)
         readinto = getattr(fileobj, "readinto", None)
         find_cut = self._scan.find_cut
@@ -212,22 +216,30 @@ class Chunker:
                     return
                 scan_from = end + 1
                 if cap - end < self.read_size:
-                    # Move the partial chunk to the front; it is shorter than max_size, so a
-                    # whole read_size block fits behind it afterwards.
+                    # Move the partial chunk to the front (memoryview assignment is a memmove,
+                    # safe for overlap); it is shorter than max_size, so a whole read_size block
+                    # fits behind it afterwards.
                     n = end - start
-                    buf[:n] = view[start:end]
+                    view[:n] = view[start:end]
                     scan_from -= start
                     start, end = 0, n
-                if readinto is not None:
-                    got = readinto(view[end : end + self.read_size])
-                else:
-                    block = fileobj.read(self.read_size)
-                    got = len(block)
-                    view[end : end + got] = block
-                if got is None:
-                    raise BlockingIOError("non-blocking file returned no data")
-                if got == 0:
-                    eof = True
+                got = self._read(fileobj, readinto, view[end : end + self.read_size])
+                eof = got == 0
                 end += got
         finally:
             view.release()
+            self._buf = buf
+
+    @staticmethod
+    def _read(fileobj: typing.BinaryIO, readinto: typing.Any, into: memoryview) -> int:
+        """Fill some of ``into`` from the file; 0 means end of file."""
+        if readinto is not None:
+            got = readinto(into)
+        else:  # file-likes without readinto
+            block = fileobj.read(len(into))
+            got = None if block is None else len(block)
+            if got:
+                into[:got] = block
+        if got is None:
+            raise BlockingIOError("non-blocking file has no data ready; chunking needs a blocking file")
+        return int(got)
