@@ -23,7 +23,7 @@ class BackupPlan:
 
 def run_backup(
     repo: Repository, plan: BackupPlan, progress: Progress | None = None,
-    on_parent: Callable[[Snapshot | None], None] | None = None,
+    on_parent: Callable[[Snapshot | None], None] | None = None, *, count_totals: bool = True,
 ) -> BackupResult:
     req = plan.request
     req.host = req.host or env.hostname()
@@ -41,5 +41,7 @@ def run_backup(
         req.parent = snapsel.find_parent(snaps, req.host, abs_paths, req.time_ns)
     if on_parent is not None:
         on_parent(req.parent)
-    return Archiver(repo, req, progress).run()
+    archiver = Archiver(repo, req, progress)
+    archiver.count_totals = count_totals
+    return archiver.run()
 

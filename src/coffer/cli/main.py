@@ -11,6 +11,7 @@ import click
 from coffer import __version__
 from coffer.cli.globals import GlobalOptions
 from coffer.errors import EXIT_FATAL, EXIT_INTERRUPTED, CofferError
+from coffer.util.memory import tune_malloc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     # the default action would kill us in the middle of a backup.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
+    tune_malloc()
     _register()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:

@@ -156,7 +156,6 @@ class _Prefixed:
 class Archiver:
     FILES_IN_FLIGHT = 512
     CHUNKS_IN_FLIGHT = 6
-    DIRS_AHEAD = 256  # directory listings scanned ahead of the walker
 
     def __init__(self, repo: Repository, req: BackupRequest, progress: Progress | None = None) -> None:
         self.repo = repo
@@ -167,8 +166,6 @@ class Archiver:
         self._tls = threading.local()
         self._file_pool = cf.ThreadPoolExecutor(max(1, req.read_concurrency), thread_name_prefix="file")
         self._blob_pool = cf.ThreadPoolExecutor(2, thread_name_prefix="blob")
-        self._scan_pool = cf.ThreadPoolExecutor(2, thread_name_prefix="scan")
-        self._scan_budget = self.DIRS_AHEAD
         self._file_slots = threading.BoundedSemaphore(self.FILES_IN_FLIGHT)
         self._chunk_slots = threading.BoundedSemaphore(self.CHUNKS_IN_FLIGHT)
         self._error: BaseException | None = None
@@ -176,6 +173,9 @@ class Archiver:
         self._root_tree: bytes | None = None
         self._root_dev: int | None = None
         self.cancel = threading.Event()
+        self.count_totals = True
+        self._unmodified = 0
+        self._unmodified_bytes = 0
 
     # ------------------------------------------------------------------ plumbing
     def _chunker(self) -> chunker.Chunker:
@@ -292,16 +292,17 @@ class Archiver:
             self._check()
             self.repo.flush()
         except BaseException:
-            self._scan_pool.shutdown(wait=True, cancel_futures=True)
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._blob_pool.shutdown(wait=True, cancel_futures=True)
             raise
-        self._scan_pool.shutdown(wait=True)
         self._file_pool.shutdown(wait=True)
         self._blob_pool.shutdown(wait=True)
         assert self._root_tree is not None
         ws = self.repo.writer.stats
         s = self.summary
+        s.files_unmodified += self._unmodified
+        s.total_files_processed += self._unmodified
+        s.total_bytes_processed += self._unmodified_bytes
         s.data_blobs, s.tree_blobs = ws.data_blobs, ws.tree_blobs
         s.data_added, s.data_added_packed = ws.bytes_plain, ws.bytes_stored
         end_ns = gotime.now_ns()
@@ -372,8 +373,8 @@ class Archiver:
                 self._root_dev = os.lstat(abs_paths[0]).st_dev
             except OSError:
                 self._root_dev = None
-        scanner = threading.Thread(target=self._scan, args=(abs_paths,), daemon=True, name="scan")
-        scanner.start()
+        if self.count_totals:  # only worth its syscalls when someone watches the progress
+            threading.Thread(target=self._scan, args=(abs_paths,), daemon=True, name="scan").start()
         prev_root = None
         if req.parent is not None:
             prev_root = Node(name=b"", type="dir", subtree=req.parent.tree)
@@ -484,10 +485,10 @@ class Archiver:
                 stack.append(child)
 
     def _scan_dir(self, path: bytes, prev_dir: Node | None) -> _Listing:
-        """One directory's syscalls and its parent-snapshot tree, ready for the walker.
+        """One directory's entries (lstat'ed, excludes applied) and its parent-snapshot tree.
 
-        Runs in the scan pool ahead of the walker: listdir, lstat, pread, zstd and SHA-256 release
-        the GIL, so the walker's Python work overlaps the waiting."""
+        Done in the walker's own thread on purpose: scanning ahead in other threads made the
+        no-change backup slower, because every short syscall hands the GIL over and back."""
         prev_nodes = self._prev_children(prev_dir)
         try:
             names = sorted(os.listdir(path))
@@ -518,45 +519,30 @@ class Archiver:
             d.slots = [None] * len(items)
             d.pending += len(items)
         prev_map = {n.name: n for n in d.prev_nodes} if d.prev_nodes else None
-        # Start scanning the subdirectories now, so their listings are ready when the walk gets there.
-        ahead: dict[int, cf.Future[_Listing]] = {}
         for i, (name, path, vdir, s) in enumerate(items):
-            if vdir is None and isinstance(s, os.stat_result) and st.S_ISDIR(s.st_mode):
-                if self._scan_budget <= 0:
-                    break
-                prev = prev_map.get(name) if prev_map else None
-                prev_dir = prev if prev is not None and prev.type == "dir" else None
-                if self._descend(path, s):
-                    self._scan_budget -= 1
-                    ahead[i] = self._scan_pool.submit(self._scan_dir, path, prev_dir)
-        try:
-            for i, (name, path, vdir, s) in enumerate(items):
-                if isinstance(s, OSError):
-                    self._warn(path, f"{s.strerror}", "archival")
-                    self._child_done(d, i, None)
-                    continue
-                prev = prev_map.get(name) if prev_map else None
-                mode = s.st_mode
-                if st.S_ISDIR(mode):
-                    yield self._enter_dir(d, i, name, path, s, prev, vdir, ahead.pop(i, None))
-                elif vdir is not None:
-                    self._warn(path, "intermediate path is not a directory", "archival")
-                    self._child_done(d, i, None)
-                elif st.S_ISREG(mode):
-                    self._file(d, i, name, path, s, prev)
-                else:
-                    node, w = node_from_stat(name, path, s)
-                    if w:
-                        self._warn(path, w)
-                    self._child_done(d, i, node)  # restic counts only regular files in "Files"
-        finally:
-            for fut in ahead.values():  # only left over when the walk is aborted
-                fut.cancel()
+            if isinstance(s, OSError):
+                self._warn(path, f"{s.strerror}", "archival")
+                self._child_done(d, i, None)
+                continue
+            prev = prev_map.get(name) if prev_map else None
+            mode = s.st_mode
+            if st.S_ISDIR(mode):
+                yield self._enter_dir(d, i, name, path, s, prev, vdir)
+            elif vdir is not None:
+                self._warn(path, "intermediate path is not a directory", "archival")
+                self._child_done(d, i, None)
+            elif st.S_ISREG(mode):
+                self._file(d, i, name, path, s, prev)
+            else:
+                node, w = node_from_stat(name, path, s)
+                if w:
+                    self._warn(path, w)
+                self._child_done(d, i, node)  # restic counts only regular files in "Files"
         self._release(d)
 
     def _enter_dir(
         self, parent: _Dir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None,
-        vdir: _VDir | None, ahead: cf.Future[_Listing] | None,
+        vdir: _VDir | None,
     ) -> Iterator[Any] | None:
         prev_dir = prev if prev is not None and prev.type == "dir" else None
         if prev_dir is not None and _same_dir_meta(s, prev_dir):
@@ -569,10 +555,7 @@ class Archiver:
         if vdir is not None:
             sub.prev_nodes = self._prev_children(prev_dir)
             return self._process_dir(sub, self._virtual_entries(vdir))
-        if ahead is not None:
-            listing = ahead.result()
-            self._scan_budget += 1
-        elif self._descend(path, s):
+        if self._descend(path, s):
             listing = self._scan_dir(path, prev_dir)
         else:
             sub.prev_nodes = self._prev_children(prev_dir)
@@ -590,8 +573,12 @@ class Archiver:
             else:
                 node, w = node_from_stat(name, path, s)
                 node.content = list(prev.content or [])
-            self._count(files_unmodified=1, total_files_processed=1, total_bytes_processed=s.st_size)
-            self.progress.add_done(1, s.st_size)
+            # Only the walker thread counts unchanged files: no lock needed (merged at the end).
+            self._unmodified += 1
+            self._unmodified_bytes += s.st_size
+            pr = self.progress
+            pr.files_done += 1
+            pr.bytes_done += s.st_size
             self._child_done(d, i, node)
             return
         node, w = node_from_stat(name, path, s)
@@ -636,20 +623,25 @@ class Archiver:
             self._file_slots.release()
 
     def _read_file(self, path: bytes, s: os.stat_result) -> tuple[list[bytes], int, bool]:
+        # O_NONBLOCK: if the file was replaced by a FIFO since the scan, open must not hang
+        # (it has no effect on regular files). O_NOFOLLOW: nor follow a symlink put in its place.
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
         try:
             try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _O_NOATIME)
+                fd = os.open(path, flags | _O_NOATIME)
             except PermissionError:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(path, flags)
         except OSError as e:
             raise _SourceReadError(f"open: {e.strerror}") from None
+        try:
+            fs = os.fstat(fd)
+        except OSError as e:
+            os.close(fd)
+            raise _SourceReadError(f"stat: {e.strerror}") from None
+        if not st.S_ISREG(fs.st_mode):
+            os.close(fd)
+            raise _SourceReadError("was replaced by something that is not a regular file while the backup ran")
         with open(fd, "rb", buffering=0) as f:
-            try:
-                fs = os.fstat(fd)
-            except OSError as e:
-                raise _SourceReadError(f"stat: {e.strerror}") from None
-            if not st.S_ISREG(fs.st_mode):
-                raise _SourceReadError("is no longer a regular file")
             content, size = self._chunk_stream(f)
             try:
                 after = os.fstat(fd)

@@ -20,10 +20,14 @@ _RFC3339 = re.compile(
 )
 
 _offset_cache: dict[int, int] = {}
+# A zone that is UTC all year needs no lookup at all (servers usually run in UTC).
+_ALWAYS_UTC = time.timezone == 0 and time.altzone == 0 and not time.daylight
 
 
 def local_offset(sec: int) -> int:
     """UTC offset in seconds of the local zone at ``sec`` (honours DST, like Go's time.Local)."""
+    if _ALWAYS_UTC:
+        return 0
     # Offsets change rarely; caching per hour keeps this off the per-file cost of a backup.
     hour = sec // 3600
     off = _offset_cache.get(hour)
@@ -71,7 +75,7 @@ def format_ns(ns: int, offset: int | None = None) -> str:
     """Format epoch nanoseconds as Go's RFC3339Nano; ``offset=None`` means the local zone."""
     sec, frac = divmod(ns, NS)
     if offset is None:
-        offset = local_offset(sec)
+        offset = 0 if _ALWAYS_UTC else local_offset(sec)
     days, tod = divmod(sec + offset, 86400)
     # Fast path: the date part of the day is cached (a backup formats two times per file).
     date = _day_cache.get(days)

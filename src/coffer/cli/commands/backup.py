@@ -127,9 +127,9 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
 
     with open_repo(access, "shared") as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
-        with ProgressReporter(p, progress, json_status=_status_json):
+        with ProgressReporter(p, progress, json_status=_status_json) as reporter:
             plan = BackupPlan(req, parent_spec=parent or None, force=force)
-            result = run_backup(repo, plan, progress, on_parent)
+            result = run_backup(repo, plan, progress, on_parent, count_totals=reporter.enabled)
     _report(g, result, dry_run)
     return EXIT_PARTIAL if result.partial else 0
 
