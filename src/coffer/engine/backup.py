@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 
 from coffer import env
-from coffer.engine.excludes import ExcludeRules
+from coffer.engine.excludes import CACHEDIR_TAG, ExcludeRules
 from coffer.engine.fsnode import node_from_stat, same_metadata, unchanged
 from coffer.engine.progress import Progress, Warning_
 from coffer.errors import CofferError, Interrupted, SourceError, UsageError
@@ -50,6 +50,7 @@ class StreamInput:
     open: Callable[[], BinaryIO]
     finish: Callable[[], None] | None = None
     mode: int = 0o644
+    allow_empty: bool = True  # False: no data at all is an error (restic's --stdin rule)
 
 
 @dataclass
@@ -253,6 +254,10 @@ class Archiver:
             if d.node is not None:
                 self._count(**({"dirs_changed": 1} if d.prev_node is not None else {"dirs_new": 1}))
         if d.node is None:  # the root
+            if not nodes:
+                self._fail(SourceError("unable to save snapshot: snapshot is empty",
+                                       hint="every path was excluded or could not be read"))
+                return None
             self._root_tree = subtree
             self._root_done.set()
             return None
@@ -348,6 +353,8 @@ class Archiver:
                     close()
             if s.finish is not None:
                 s.finish()
+            if size == 0 and not s.allow_empty:
+                raise SourceError(f"read /{s.name}: no data read", hint="the program feeding stdin produced nothing")
             node.content, node.size = content, size
             self._count(files_new=1, total_files_processed=1, total_bytes_processed=size)
             self.progress.add_done(1, 0)
@@ -508,11 +515,9 @@ class Archiver:
         return _Listing(entries, None, prev_nodes)
 
     def _descend(self, path: bytes, s: os.stat_result) -> bool:
-        """False when a directory's contents are excluded (other file system, tagged cache)."""
+        """False when a directory's contents are excluded (another file system)."""
         ex = self.req.excludes
-        if ex.one_file_system and self._root_dev is not None and s.st_dev != self._root_dev:
-            return False
-        return not (ex.exclude_caches and ex.is_tagged_cache(path))
+        return not (ex.one_file_system and self._root_dev is not None and s.st_dev != self._root_dev)
 
     def _process_dir(self, d: _Dir, items: list[_Entry]) -> Iterator[Any]:
         with self._lock:
@@ -563,7 +568,11 @@ class Archiver:
         sub.prev_nodes = listing.prev_nodes
         if listing.error is not None:
             self._warn(path, f"cannot read directory: {listing.error.strerror}", "archival")
-        return self._process_dir(sub, listing.entries)
+        entries = listing.entries
+        if self.req.excludes.exclude_caches and ExcludeRules.is_tagged_cache(path):
+            # A tagged cache directory keeps only its CACHEDIR.TAG, as restic does.
+            entries = [e for e in entries if e[0] == CACHEDIR_TAG.encode()]
+        return self._process_dir(sub, entries)
 
     # ------------------------------------------------------------------ files
     def _file(self, d: _Dir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None) -> None:

@@ -114,7 +114,7 @@ class ExcludeRules:
     ) -> ExcludeRules:
         rules = cls(exclude_caches=exclude_caches, one_file_system=one_file_system)
         for p in excludes:
-            rules._add(p, False)
+            rules._add(p, False, record=True)  # restic records only --exclude values in the snapshot
         for p in iexcludes:
             rules._add(p, True)
         for fn in exclude_files:
@@ -126,11 +126,12 @@ class ExcludeRules:
                 raise UsageError(f"cannot read exclude file {fn}: {e.strerror}") from None
         return rules
 
-    def _add(self, p: str, icase: bool) -> None:
+    def _add(self, p: str, icase: bool, record: bool = False) -> None:
         c = _compile(p, icase)
         if c is not None:
             self.patterns.append(c)
-            self.raw.append(p.strip())
+            if record:
+                self.raw.append(p)
 
     def excluded(self, path: str) -> bool:
         """``path`` is the absolute path of an item, as text."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import sys
@@ -87,7 +88,10 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
                 for line in f.read().splitlines():
                     line = line.strip()
                     if line and not line.startswith(b"#"):
-                        targets.append(os.fsdecode(line))
+                        # each line is a glob pattern, as restic's --files-from reads it
+                        pattern = os.fsdecode(line)
+                        magic = any(c in pattern for c in "*?[")
+                        targets.extend(sorted(glob.glob(pattern)) if magic else [pattern])
         except OSError as e:
             raise UsageError(f"cannot read --files-from {ff}: {e.strerror}") from None
     streams: list[StreamInput] = []
@@ -97,7 +101,8 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
         if "/" in stdin_filename or stdin_filename in ("", ".", ".."):
             raise UsageError(f"invalid --stdin-filename {stdin_filename!r}")
         stdin_reader: BinaryIO = sys.stdin.buffer
-        streams.append(StreamInput(stdin_filename, lambda: _NoClose(stdin_reader)))  # type: ignore[arg-type,return-value]
+        streams.append(StreamInput(stdin_filename, lambda: _NoClose(stdin_reader),  # type: ignore[arg-type,return-value]
+                                   allow_empty=False))
     elif not targets:
         raise UsageError("nothing to backup, please specify target files/dirs")
     else:
@@ -175,7 +180,8 @@ def _report(g: GlobalOptions, r: BackupResult, dry_run: bool) -> None:
     p.print(f"Files:       {s.files_new:5d} new, {s.files_changed:5d} changed, {s.files_unmodified:5d} unmodified")
     p.print(f"Dirs:        {s.dirs_new:5d} new, {s.dirs_changed:5d} changed, {s.dirs_unmodified:5d} unmodified")
     verb = "Would add" if dry_run else "Added"
-    p.print(f"{verb} to the repository: {format_bytes(s.data_added)} ({format_bytes(s.data_added_packed)} stored)")
+    added, stored = format_bytes(s.data_added), format_bytes(s.data_added_packed)
+    p.print(f"{verb} to the repository: {added:<5} ({stored:<5} stored)")
     p.print()
     p.print(f"processed {s.total_files_processed} files, {format_bytes(s.total_bytes_processed)} in "
             f"{format_duration(s.total_duration)}")
