@@ -32,6 +32,7 @@ from coffer.store.format.index import IndexFile, IndexPack
 from coffer.store.format.pack import BlobType, PackedBlob
 from coffer.store.format.snapshot import Snapshot
 from coffer.store.master_index import MasterIndex
+from coffer.util.failpoints import failpoint
 
 MAX_KEYS_TRIED = 20
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
@@ -189,7 +190,9 @@ class Repository:
     def save_snapshot(self, snap: Snapshot) -> bytes:
         if self.lock_guard:
             self.lock_guard()
+        failpoint("before_snapshot_put")
         snap.id = self.save_unpacked(FileType.SNAPSHOT, snap.to_json())
+        failpoint("after_snapshot_put")
         return snap.id
 
     # ---------------------------------------------------------------- index
@@ -410,7 +413,9 @@ class BlobWriter:
     def _upload(self, p: _Packer) -> None:
         data = p.buf
         pack_id = hashlib.sha256(data).digest()
+        failpoint("before_pack_put")
         self.repo.backend.save(Handle(FileType.PACK, pack_id.hex()), data)
+        failpoint("after_pack_put")
         with self._lock:
             self.repo.index.add_pack(pack_id, p.blobs)
             for b in p.blobs:
@@ -442,7 +447,9 @@ class BlobWriter:
             return
         if self.repo.lock_guard:
             self.repo.lock_guard()
+        failpoint("before_index_put")
         iid = self.repo.save_unpacked(FileType.INDEX, IndexFile(packs).to_json())
+        failpoint("after_index_put")
         self.repo.index.index_ids.add(iid)
         self.stats.index_files += 1
 
