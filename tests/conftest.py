@@ -50,34 +50,26 @@ def _env(repo: Path | str | None, password: str | None, extra: dict[str, str] | 
     return env
 
 
-@pytest.fixture
-def coffer() -> Runner:
-    """Run the coffer CLI: coffer(*args, repo=..., password=..., input=b"", env={}, check=True)."""
-
-    def run(*args: str, repo: Path | str | None = None, password: str | None = PASSWORD,
-            input: bytes | None = None, env: dict[str, str] | None = None, check: bool = True,
-            cwd: Path | str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
-        r = subprocess.run([COFFER, *args], env=_env(repo, password, env), input=input, capture_output=True,
-                           cwd=cwd, timeout=timeout)
-        if check and r.returncode != 0:
-            raise AssertionError(f"coffer {' '.join(args)} exited {r.returncode}:\n{r.stderr.decode(errors='replace')}")
-        return r
-
-    return run
-
-
-@pytest.fixture
-def restic() -> Runner:
-    """Run the real restic binary with the same conventions as ``coffer``."""
-    binary = need_tool("restic")
-
+def _runner(binary: str, name: str) -> Runner:
     def run(*args: str, repo: Path | str | None = None, password: str | None = PASSWORD,
             input: bytes | None = None, env: dict[str, str] | None = None, check: bool = True,
             cwd: Path | str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
         r = subprocess.run([binary, *args], env=_env(repo, password, env), input=input, capture_output=True,
                            cwd=cwd, timeout=timeout)
         if check and r.returncode != 0:
-            raise AssertionError(f"restic {' '.join(args)} exited {r.returncode}:\n{r.stderr.decode(errors='replace')}")
+            raise AssertionError(f"{name} {' '.join(args)} exited {r.returncode}:\n{r.stderr.decode(errors='replace')}")
         return r
 
     return run
+
+
+@pytest.fixture
+def coffer() -> Runner:
+    """Run the coffer CLI: coffer(*args, repo=..., password=..., input=b"", env={}, check=True)."""
+    return _runner(COFFER, "coffer")
+
+
+@pytest.fixture
+def restic() -> Runner:
+    """Run the real restic binary with the same conventions as ``coffer``."""
+    return _runner(need_tool("restic"), "restic")

@@ -12,6 +12,7 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from coffer import env
 from coffer.errors import (
@@ -33,6 +34,8 @@ from coffer.store.format.pack import BlobType, PackedBlob
 from coffer.store.format.snapshot import Snapshot
 from coffer.store.master_index import MasterIndex
 from coffer.util.failpoints import failpoint
+
+_T = TypeVar("_T")
 
 MAX_KEYS_TRIED = 20
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
@@ -168,23 +171,33 @@ class Repository:
 
     def list_snapshots(self, on_error: Callable[[bytes, Exception], None] | None = None) -> list[Snapshot]:
         """All readable snapshots; damaged ones are reported to ``on_error`` (or raise)."""
-        out: list[Snapshot] = []
-        ids_ = self.list_ids(FileType.SNAPSHOT)
+        return [snap for _, snap in self._load_all(FileType.SNAPSHOT, self.load_snapshot, on_error)]
 
-        def load(sid: bytes) -> Snapshot | Exception:
+    def _load_all(
+        self, t: FileType, load: Callable[[bytes], _T], on_error: Callable[[bytes, Exception], None] | None
+    ) -> list[tuple[bytes, _T]]:
+        """Load every file of a type over the backend's parallel connections, in listing order.
+
+        A damaged or vanished file goes to ``on_error`` (or raises when there is none), so one bad
+        file never hides the others.
+        """
+        ids_ = self.list_ids(t)
+
+        def one(fid: bytes) -> _T | Exception:
             try:
-                return self.load_snapshot(sid)
+                return load(fid)
             except (FormatError, BackendError) as e:
                 return e
 
+        out: list[tuple[bytes, _T]] = []
         with cf.ThreadPoolExecutor(max_workers=max(2, self.backend.properties.connections)) as ex:
-            for sid, res in zip(ids_, ex.map(load, ids_)):
+            for fid, res in zip(ids_, ex.map(one, ids_)):
                 if isinstance(res, Exception):
                     if on_error is None:
                         raise res
-                    on_error(sid, res)
+                    on_error(fid, res)
                 else:
-                    out.append(res)
+                    out.append((fid, res))
         return out
 
     def save_snapshot(self, snap: Snapshot) -> bytes:
@@ -202,24 +215,10 @@ class Repository:
     def load_index(self, on_error: Callable[[bytes, Exception], None] | None = None) -> None:
         """Read every index file into memory. List snapshots *before* calling this."""
         idx = MasterIndex()
-        ids_ = self.list_ids(FileType.INDEX)
-
-        def load(iid: bytes) -> IndexFile | Exception:
-            try:
-                return self.load_index_file(iid)
-            except (FormatError, BackendError) as e:
-                return e
-
-        with cf.ThreadPoolExecutor(max_workers=max(2, self.backend.properties.connections)) as ex:
-            for iid, res in zip(ids_, ex.map(load, ids_)):
-                if isinstance(res, Exception):
-                    if on_error is None:
-                        raise res
-                    on_error(iid, res)
-                    continue
-                for p in res.packs:
-                    idx.add_pack(p.id, p.blobs)
-                idx.index_ids.add(iid)
+        for iid, f in self._load_all(FileType.INDEX, self.load_index_file, on_error):
+            for p in f.packs:
+                idx.add_pack(p.id, p.blobs)
+            idx.index_ids.add(iid)
         self.index = idx
         self.index_loaded = True
 
