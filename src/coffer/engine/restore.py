@@ -52,8 +52,8 @@ from coffer.util import gotime
 # Coalescing: read neighbouring blobs of one pack in a single request when the hole between them is
 # small, but keep each request (and its decoded plaintext) bounded so memory stays bounded.
 MAX_GAP = 1 * 1024 * 1024
-MAX_READ = 8 * 1024 * 1024
-MAX_PLAIN = 16 * 1024 * 1024
+MAX_READ = 4 * 1024 * 1024
+MAX_PLAIN = 4 * 1024 * 1024
 DIR_FD_CACHE = 64
 FILE_FD_CACHE = 256
 NAME_MAX = 255
@@ -876,7 +876,7 @@ class _Restorer:
     def _fetch_and_write(self, jobs: Sequence[_Job]) -> None:
         inflight: dict[cf.Future[list[bytes | str]], _Job] = {}
         it = iter(jobs)
-        limit = self.workers + 2
+        limit = self.workers + 1  # bounds memory: each job holds up to MAX_READ + MAX_PLAIN bytes
 
         def top_up() -> None:
             while len(inflight) < limit:

@@ -3,15 +3,22 @@
 A blob may be stored more than once (concurrent backups, interrupted prunes); any copy will do
 for reading, so only the first one seen is kept here. Maintenance code that needs every copy reads
 the index files itself.
+
+Entries are kept compact (a pack number and a 17-byte record per blob, objects made only on
+lookup): the index is in memory for every backup and restore, and a repository holds millions of
+blobs.
 """
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from coffer.store.format.pack import BlobType, PackedBlob
+
+_REC = struct.Struct("<IIIIB")  # pack number, offset, length, uncompressed length, type
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,23 +29,37 @@ class BlobLocation:
 
 class MasterIndex:
     def __init__(self) -> None:
-        self._blobs: dict[bytes, tuple[bytes, PackedBlob]] = {}
-        self._packs: dict[bytes, int] = {}  # pack ID -> number of blobs indexed in it
+        self._blobs: dict[bytes, bytes] = {}
+        self._pack_ids: list[bytes] = []
+        self._pack_num: dict[bytes, int] = {}
+        self._pack_blobs: list[int] = []  # blobs indexed per pack number
         self._lock = threading.Lock()
         self.index_ids: set[bytes] = set()
 
     def add_pack(self, pack_id: bytes, blobs: list[PackedBlob]) -> None:
         with self._lock:
+            num = self._pack_num.get(pack_id)
+            if num is None:
+                num = self._pack_num[pack_id] = len(self._pack_ids)
+                self._pack_ids.append(pack_id)
+                self._pack_blobs.append(0)
+            self._pack_blobs[num] += len(blobs)
             d = self._blobs
+            pack = _REC.pack
             for b in blobs:
-                key = _key(b.type, b.id)
+                key = b.id if b.type == BlobType.DATA else b"T" + b.id
                 if key not in d:
-                    d[key] = (pack_id, b)
-            self._packs[pack_id] = self._packs.get(pack_id, 0) + len(blobs)
+                    d[key] = pack(num, b.offset, b.length, b.uncompressed_length, b.type)
+
+    def _location(self, key: bytes, rec: bytes) -> BlobLocation:
+        num, off, length, ulen, t = _REC.unpack(rec)
+        bid = key if len(key) == 32 else key[1:]
+        return BlobLocation(self._pack_ids[num], PackedBlob(BlobType(t), bid, off, length, ulen))
 
     def lookup(self, t: BlobType, blob_id: bytes) -> BlobLocation | None:
-        v = self._blobs.get(_key(t, blob_id))
-        return BlobLocation(v[0], v[1]) if v else None
+        key = _key(t, blob_id)
+        rec = self._blobs.get(key)
+        return self._location(key, rec) if rec is not None else None
 
     def has(self, t: BlobType, blob_id: bytes) -> bool:
         return _key(t, blob_id) in self._blobs
@@ -48,14 +69,16 @@ class MasterIndex:
 
     @property
     def pack_ids(self) -> set[bytes]:
-        return set(self._packs)
+        return set(self._pack_ids)
 
     def has_pack(self, pack_id: bytes) -> bool:
-        return pack_id in self._packs
+        return pack_id in self._pack_num
 
     def items(self) -> Iterator[tuple[bytes, PackedBlob]]:
         """(pack ID, blob) for the first copy of each blob."""
-        yield from self._blobs.values()
+        for key, rec in list(self._blobs.items()):
+            loc = self._location(key, rec)
+            yield loc.pack_id, loc.blob
 
 
 def _key(t: BlobType, blob_id: bytes) -> bytes:

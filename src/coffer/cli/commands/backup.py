@@ -90,8 +90,14 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
                     if line and not line.startswith(b"#"):
                         # each line is a glob pattern, as restic's --files-from reads it
                         pattern = os.fsdecode(line)
-                        magic = any(c in pattern for c in "*?[")
-                        targets.extend(sorted(glob.glob(pattern)) if magic else [pattern])
+                        if not any(c in pattern for c in "*?["):
+                            targets.append(pattern)
+                            continue
+                        # Go's filepath.Glob (restic) matches dot files too
+                        found = sorted(glob.glob(pattern, include_hidden=True))
+                        if not found:
+                            p.warn(f"pattern {pattern!r} does not match any files, skipping")
+                        targets.extend(found)
         except OSError as e:
             raise UsageError(f"cannot read --files-from {ff}: {e.strerror}") from None
     streams: list[StreamInput] = []

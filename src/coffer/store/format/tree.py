@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import stat as st
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,9 @@ _COMMON_KEYS = frozenset((
 _NODE_TYPES = frozenset(NODE_TYPES)
 
 
+_intern = sys.intern
+
+
 def _fast_node(o: dict[str, Any]) -> Node | None:
     """The common node shapes, decoded without per-field dispatch (tree loading is on the
     no-change backup's hot path). Returns None to fall back to the careful path on anything odd."""
@@ -211,8 +215,12 @@ def _fast_node(o: dict[str, Any]) -> Node | None:
         return None
     if (cids is not None and any(len(x) != 32 for x in cids)) or (sid is not None and len(sid) != 32):
         return None
-    return Node(raw_name, typ, mode, mtime, atime, ctime, uid, gid, user, group, inode, dev, size, links,
-                b"", None, None, device, cids, sid)
+    # Big trees keep ~80k nodes in memory: share the strings that repeat (types, owners, and atime,
+    # which restic sets equal to mtime) instead of holding a copy per node.
+    if atime == mtime:
+        atime = mtime
+    return Node(raw_name, _intern(typ), mode, mtime, atime, ctime, uid, gid, _intern(user), _intern(group), inode,
+                dev, size, links, b"", None, None, device, cids, sid)
 
 
 def _ids(v: Any) -> list[bytes] | None:
