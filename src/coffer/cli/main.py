@@ -14,7 +14,21 @@ from coffer.errors import EXIT_FATAL, EXIT_INTERRUPTED, CofferError
 from coffer.util.memory import tune_malloc
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+class LazyGroup(click.Group):
+    """Commands are imported when invoked (or listed by --help), not at start-up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from coffer.cli.commands import command_names
+
+        return command_names()
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        from coffer.cli.commands import load_command
+
+        return load_command(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("-r", "--repo", "repo", default="", help="repository to use (env: COFFER_REPOSITORY / RESTIC_REPOSITORY)")
 @click.option("--repository-file", default="", help="file to read the repository location from")
 @click.option("-p", "--password-file", default="", help="file to read the repository password from")
@@ -43,13 +57,6 @@ def cli(ctx: click.Context, **kw: Any) -> None:
     )
 
 
-def _register() -> None:
-    from coffer.cli.commands import COMMANDS
-
-    for cmd in COMMANDS:
-        cli.add_command(cmd)
-
-
 # Global options may also follow the command name, as restic allows (`coffer backup -v ...`).
 _GLOBAL_WITH_VALUE = {
     "-r", "--repo", "--repository-file", "-p", "--password-file", "--password-command", "--key-hint",
@@ -60,12 +67,16 @@ _GLOBAL_FLAGS = {"--json", "-q", "--quiet", "-v", "--verbose", "--no-lock", "--n
 
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Move global options found after the command name in front of it, so click sees them."""
-    names = set(cli.commands)
+    from coffer.cli.commands import command_names
+
+    names = set(command_names())
     try:
         pos = next(i for i, a in enumerate(argv) if a in names and (i == 0 or argv[i - 1] not in _GLOBAL_WITH_VALUE))
     except StopIteration:
         return argv
     head, rest = argv[: pos + 1], argv[pos + 1 :]
+    # An option the command defines itself (pg-basebackup's --password-file: the database's) stays with it.
+    own = {o for p in cli.commands[argv[pos]].params for o in (*p.opts, *p.secondary_opts)}
     moved: list[str] = []
     kept: list[str] = []
     i = 0
@@ -75,6 +86,10 @@ def hoist_global_options(argv: list[str]) -> list[str]:
             kept.extend(rest[i:])
             break
         name = a.split("=", 1)[0]
+        if name in own:
+            kept.append(a)
+            i += 1
+            continue
         if name in _GLOBAL_WITH_VALUE:
             if "=" in a and a.startswith("--"):
                 moved.append(a)
@@ -101,7 +116,6 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     tune_malloc()
-    _register()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         rv = cli.main(args=args, prog_name="coffer", standalone_mode=False)

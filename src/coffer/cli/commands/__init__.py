@@ -1,6 +1,8 @@
 """One module per command; each exposes a click command named ``command``.
 
-Modules are discovered, so adding a command is adding a file (private helpers start with "_").
+Commands are found by file name (``wal_push.py`` is ``coffer wal-push``; private helpers start
+with "_") and imported only when used, so ``coffer backup`` does not pay for the plan layer's
+imports.
 """
 
 from __future__ import annotations
@@ -11,16 +13,13 @@ import pkgutil
 import click
 
 
-def _load() -> list[click.Command]:
-    cmds = []
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        if info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        cmd = getattr(mod, "command", None)
-        if isinstance(cmd, click.Command):
-            cmds.append(cmd)
-    return cmds
+def command_names() -> list[str]:
+    return sorted(i.name.replace("_", "-") for i in pkgutil.iter_modules(__path__) if not i.name.startswith("_"))
 
 
-COMMANDS = _load()
+def load_command(name: str) -> click.Command | None:
+    if name not in command_names():
+        return None
+    mod = importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
+    cmd = getattr(mod, "command", None)
+    return cmd if isinstance(cmd, click.Command) else None
