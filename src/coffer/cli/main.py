@@ -67,7 +67,7 @@ _GLOBAL_FLAGS = {"--json", "-q", "--quiet", "-v", "--verbose", "--no-lock", "--n
 
 def hoist_global_options(argv: list[str]) -> list[str]:
     """Move global options found after the command name in front of it, so click sees them."""
-    from coffer.cli.commands import command_names
+    from coffer.cli.commands import command_names, load_command
 
     names = set(command_names())
     try:
@@ -76,7 +76,8 @@ def hoist_global_options(argv: list[str]) -> list[str]:
         return argv
     head, rest = argv[: pos + 1], argv[pos + 1 :]
     # An option the command defines itself (pg-basebackup's --password-file: the database's) stays with it.
-    own = {o for p in cli.commands[argv[pos]].params for o in (*p.opts, *p.secondary_opts)}
+    cmd = load_command(argv[pos])
+    own = {o for p in (cmd.params if cmd else []) for o in (*p.opts, *p.secondary_opts)}
     moved: list[str] = []
     kept: list[str] = []
     i = 0
