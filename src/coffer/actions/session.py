@@ -9,6 +9,7 @@ from typing import Literal
 
 from coffer.store.backend.registry import open_backend
 from coffer.store.locks import RepoLock
+from coffer.store.metacache import attach_cache
 from coffer.store.repository import Repository
 
 LockMode = Literal["shared", "exclusive", "none"]
@@ -27,6 +28,7 @@ class RepoAccess:
     pack_size: int | None = None
     key_hint: str | None = None
     dry_run: bool = False  # discard every write (backup --dry-run)
+    read_only: bool = False  # refuse every write, take no lock (the source of `copy`)
     warn: Callable[[str], None] | None = None
 
     def get_password(self) -> str:
@@ -44,7 +46,12 @@ def compression_level(mode: str) -> int | None:
 
 @contextlib.contextmanager
 def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Repository]:
-    backend = open_backend(access.url, access.options)
+    backend = open_backend(access.url, access.options, warn=access.warn)
+    if access.read_only:
+        from coffer.store.backend.readonly import ReadOnlyBackend
+
+        backend = ReadOnlyBackend(backend)
+        lock = "none"
     if access.dry_run:
         from coffer.store.backend.dryrun import DryRunBackend
 
@@ -52,6 +59,8 @@ def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Reposit
         lock = "none"
     try:
         repo = Repository.open(backend, access.get_password(), key_hint=access.key_hint)
+        if not access.dry_run:
+            attach_cache(repo, access.options, access.warn)
         repo.compression_level = compression_level(access.compression)
         if access.pack_size:
             repo.pack_size = access.pack_size

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from coffer.errors import UsageError
 from coffer.store.backend.base import Backend
 from coffer.store.backend.local import LocalBackend
 
 
-def open_backend(url: str, options: dict[str, str] | None = None) -> Backend:
-    """Create the driver for ``url``. Remote drivers import lazily so a local run loads none of them."""
+def open_backend(url: str, options: dict[str, str] | None = None,
+                 warn: Callable[[str], None] | None = None) -> Backend:
+    """Create the driver for ``url``. Remote drivers import lazily so a local run loads none of them.
+
+    Remote drivers come wrapped in the retry wrapper (``-o retry.attempts=N`` etc.); a local
+    directory does not, because its errors are not the kind that go away by waiting.
+    """
     options = options or {}
     if not url:
         raise UsageError("no repository given", hint="use -r/--repo or set COFFER_REPOSITORY / RESTIC_REPOSITORY")
@@ -26,5 +33,7 @@ def open_backend(url: str, options: dict[str, str] | None = None) -> Backend:
         if factory is None:
             raise UsageError(f"backend {scheme!r} is not supported yet")
         backend: Backend = factory(url, options)
-        return backend
+        from coffer.store.backend.retry import RetryBackend, RetryPolicy
+
+        return RetryBackend(backend, RetryPolicy.from_options(options), warn=warn)
     return LocalBackend(url)
