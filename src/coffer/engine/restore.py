@@ -31,6 +31,7 @@ import dataclasses
 import errno
 import hashlib
 import os
+import threading
 import re
 import secrets
 import stat as st
@@ -209,6 +210,9 @@ class _Restorer:
         # Fetching is I/O as much as CPU: use at least as many threads as the backend has connections.
         self.workers = max(1, opts.workers, repo.backend.properties.connections)
         self.pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
+        # ...but decode (MAC, AES, zstd, SHA-256) on no more threads than there are cores: more
+        # only fight over the GIL while the backend's connections stay busy fetching.
+        self.decode_slots = threading.BoundedSemaphore(max(1, min(self.workers, os.cpu_count() or 2)))
         self.root_fd = -1
         self.dir_fds: OrderedDict[_Dir, int] = OrderedDict()
         self.file_fds: OrderedDict[_Item, int] = OrderedDict()
@@ -864,13 +868,14 @@ class _Restorer:
             return [f"{msg} (data blob {r.blob.id.hex()[:8]})" for r in job.reqs]
         mv = memoryview(raw)
         out: list[bytes | str] = []
-        for r in job.reqs:
-            b = r.blob
-            lo = b.offset - job.start
-            try:
-                out.append(self.repo.decode_blob(job.pack_id, b, mv[lo : lo + b.length]))
-            except CofferError as e:
-                out.append(str(e))
+        with self.decode_slots:
+            for r in job.reqs:
+                b = r.blob
+                lo = b.offset - job.start
+                try:
+                    out.append(self.repo.decode_blob(job.pack_id, b, mv[lo : lo + b.length]))
+                except CofferError as e:
+                    out.append(str(e))
         return out
 
     def _fetch_and_write(self, jobs: Sequence[_Job]) -> None:
