@@ -141,14 +141,17 @@ def main() -> None:
         f"### Run {time.strftime('%Y-%m-%d %H:%M')} — corpus {args.size} ({size / 2**20:.0f} MiB), "
         f"{platform.machine()}, {os.cpu_count()} cores",
         "",
-        "| row | restic s | coffer s | restic MB/s | coffer MB/s | coffer/restic time | restic RSS MiB | coffer RSS MiB |",
+        "| row | restic s | coffer s | restic MB/s | coffer MB/s | coffer/restic time | restic RSS MiB "
+        "| coffer RSS MiB |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    def mbs(nbytes: int, m: Measure) -> str:
+        return f"{nbytes / 1e6 / m.seconds:.0f}" if nbytes else ""
+
     for name, nbytes, res in rows:
         rr, cc = res["restic"], res["coffer"]
-        mbs = (lambda m: f"{nbytes / 1e6 / m.seconds:.0f}" if nbytes else "")  # noqa: E731
         lines.append(
-            f"| {name} | {rr.seconds:.2f} | {cc.seconds:.2f} | {mbs(rr)} | {mbs(cc)} | "
+            f"| {name} | {rr.seconds:.2f} | {cc.seconds:.2f} | {mbs(nbytes, rr)} | {mbs(nbytes, cc)} | "
             f"{cc.seconds / rr.seconds:.2f} | {rr.max_rss_kib / 1024:.0f} | {cc.max_rss_kib / 1024:.0f} |"
         )
     lines.append("")

@@ -23,20 +23,30 @@ class SnapshotFilter:
     def build(cls, hosts: Iterable[str] = (), tags: Iterable[str] = (), paths: Iterable[str] = ()) -> SnapshotFilter:
         return cls(
             hosts=tuple(hosts),
-            tags=tuple(tuple(t for t in group.split(",") if t) for group in tags),
+            tags=tuple(tuple(t.strip() for t in group.split(",")) for group in tags),
             paths=tuple(paths),
         )
 
     def matches(self, s: Snapshot) -> bool:
         if self.hosts and s.hostname not in self.hosts:
             return False
-        if self.tags and not any(all(t in s.tags for t in group) for group in self.tags):
+        if self.tags and not any(_has_tags(s.tags, group) for group in self.tags):
             return False
         return not (self.paths and not all(p.rstrip("/") in s.paths or p in s.paths for p in self.paths))
 
     @property
     def empty(self) -> bool:
         return not (self.hosts or self.tags or self.paths)
+
+
+def _has_tags(have: list[str], group: tuple[str, ...]) -> bool:
+    """restic's HasTags: every tag of the group; an empty tag (``--tag ""``) matches untagged snapshots."""
+    for t in group:
+        if t == "" and not have:
+            return True
+        if t not in have:
+            return False
+    return True
 
 
 def sort_by_time(snaps: Iterable[Snapshot]) -> list[Snapshot]:

@@ -2,9 +2,11 @@
 
 Shared locks (backup, restore, reading) coexist; an exclusive lock (prune, forget, key removal)
 excludes every other lock. A lock is stale when it is older than 30 minutes or was made on this
-host by a process that no longer exists. A holder refreshes its lock every 5 minutes; if it could
-not refresh in time (network trouble, the process was paused, the clock jumped) it has lost the
-lock and must stop writing, because a prune elsewhere may already have judged its data garbage.
+host by a process that no longer exists; only the latter is passed over automatically, the former
+blocks until `unlock` removes it (it may belong to a paused process). A holder refreshes its lock
+every 5 minutes; if it could not refresh in time (network trouble, the process was paused, the
+clock jumped) it has lost the lock and must stop writing, because a prune elsewhere may already
+have judged its data garbage.
 """
 
 from __future__ import annotations
@@ -33,9 +35,14 @@ class FoundLock:
     info: LockInfo
 
     def stale(self, now_ns: int | None = None) -> bool:
+        """restic's rule for `unlock`: not refreshed for 30 minutes, or provably dead."""
         now_ns = gotime.now_ns() if now_ns is None else now_ns
         if now_ns - self.info.time_ns > STALE_AFTER * 1e9:
             return True
+        return self.dead()
+
+    def dead(self) -> bool:
+        """Made on this host by a process that no longer exists."""
         return self.info.hostname == env.hostname() and not env.pid_alive(self.info.pid)
 
     def describe(self) -> str:
@@ -96,9 +103,13 @@ class RepoLock:
                 continue
             if not (self.exclusive or fl.info.exclusive):
                 continue
-            if fl.stale():
+            # Only a lock whose process is provably gone is passed over. A lock that merely went
+            # unrefreshed may belong to a paused process (restic 0.14 writes its snapshot anyway when
+            # it wakes up): a prune that ignored it could delete the data that snapshot needs. As with
+            # restic, such locks block until someone who knows removes them with `unlock`.
+            if fl.dead():
                 if self.warn:
-                    self.warn(f"ignoring stale lock: {fl.describe()}")
+                    self.warn(f"ignoring lock of a process that is gone: {fl.describe()}")
                 continue
             out.append(fl)
         return out
@@ -140,8 +151,9 @@ class RepoLock:
             raise self._conflict_error(conflicts[0])
 
     def _conflict_error(self, fl: FoundLock) -> LockConflict:
+        stale = " (stale: not refreshed for over 30 minutes)" if fl.stale() else ""
         return LockConflict(
-            f"unable to create lock in backend: repository is already locked: {fl.describe()}",
+            f"unable to create lock in backend: repository is already locked: {fl.describe()}{stale}",
             hint="if that process is gone, remove the lock with `coffer unlock`; or wait with --retry-lock",
         )
 

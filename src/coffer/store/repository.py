@@ -287,9 +287,14 @@ class Repository:
             self._writer = BlobWriter(self)
         return self._writer
 
-    def save_blob(self, t: BlobType, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
-        """Store a blob unless the repository has it; thread-safe. Returns (ID, newly stored)."""
-        return self.writer.save(t, data, blob_id)
+    def save_blob(
+        self, t: BlobType, data: bytes, blob_id: bytes | None = None, *, store_duplicate: bool = False,
+    ) -> tuple[bytes, bool]:
+        """Store a blob unless the repository has it; thread-safe. Returns (ID, newly stored).
+
+        ``store_duplicate`` stores it even when the index knows a copy (prune's repacking moves
+        blobs out of packs that are about to be deleted)."""
+        return self.writer.save(t, data, blob_id, store_duplicate=store_duplicate)
 
     def save_tree(self, nodes: list[tree.Node]) -> bytes:
         return self.save_blob(BlobType.TREE, tree.encode_tree(nodes))[0]
@@ -354,18 +359,23 @@ class BlobWriter:
         self._error: BaseException | None = None
         self.stats = WriterStats()
         self.on_pack_uploaded: Callable[[bytes, int], None] | None = None
+        # Set to a list to collect every uploaded pack with its blobs (prune writes them into its
+        # compact index); None keeps a long backup from holding a second copy of its index.
+        self.record_packs: list[IndexPack] | None = None
 
     def _key(self, t: BlobType, blob_id: bytes) -> bytes:
         return blob_id if t == BlobType.DATA else b"T" + blob_id
 
-    def save(self, t: BlobType, data: bytes, blob_id: bytes | None = None) -> tuple[bytes, bool]:
+    def save(
+        self, t: BlobType, data: bytes, blob_id: bytes | None = None, *, store_duplicate: bool = False,
+    ) -> tuple[bytes, bool]:
         if self._error is not None:
             raise self._error
         if blob_id is None:
             blob_id = hashlib.sha256(data).digest()
         k = self._key(t, blob_id)
         with self._lock:
-            if k in self._pending or self.repo.index.has(t, blob_id):
+            if k in self._pending or (not store_duplicate and self.repo.index.has(t, blob_id)):
                 return blob_id, False
             self._pending.add(k)
         compress = self.compress_trees if t == BlobType.TREE else self.compress_data
@@ -375,6 +385,22 @@ class BlobWriter:
         else:
             payload, ulen = data, 0
         sealed = crypto.seal(self.key, payload)
+        self._append(t, blob_id, sealed, ulen, len(data))
+        return blob_id, True
+
+    def save_sealed(self, t: BlobType, blob_id: bytes, sealed: bytes | memoryview, uncompressed_length: int) -> None:
+        """Add a blob exactly as it is stored elsewhere (already verified by the caller).
+
+        Repacking copies the encrypted bytes instead of decrypting and re-encrypting them: a blob is
+        its own sealed container, so the same bytes are valid in any pack."""
+        if self._error is not None:
+            raise self._error
+        with self._lock:
+            self._pending.add(self._key(t, blob_id))
+        plain = uncompressed_length or len(sealed) - crypto.OVERHEAD
+        self._append(t, blob_id, sealed, uncompressed_length, plain)
+
+    def _append(self, t: BlobType, blob_id: bytes, sealed: bytes | memoryview, ulen: int, plain_len: int) -> None:
         full: _Packer | None = None
         with self._lock:
             p = self._packers[t]
@@ -386,7 +412,7 @@ class BlobWriter:
                 st.data_blobs += 1
             else:
                 st.tree_blobs += 1
-            st.bytes_plain += len(data)
+            st.bytes_plain += plain_len
             st.bytes_stored += len(sealed)
             if len(p.buf) >= self.repo.pack_size:
                 full = p
@@ -394,7 +420,6 @@ class BlobWriter:
         if full is not None:
             self._submit(full)
             self.maybe_write_index()
-        return blob_id, True
 
     def _submit(self, p: _Packer) -> None:
         self._slots.acquire()
@@ -421,6 +446,8 @@ class BlobWriter:
                 self._pending.discard(self._key(b.type, b.id))
             self._unindexed.append(IndexPack(pack_id, p.blobs))
             self._unindexed_blobs += len(p.blobs)
+            if self.record_packs is not None:
+                self.record_packs.append(IndexPack(pack_id, p.blobs))
             self.stats.packs += 1
         if self.on_pack_uploaded:
             self.on_pack_uploaded(pack_id, len(data))

@@ -4,6 +4,10 @@
 site kill the process with SIGKILL (no cleanup, like a power cut for the process). Several
 entries can be separated by ``;``. Actions: ``kill``, ``exit`` (exit 99 without cleanup),
 ``sleep:<seconds>``. Without the variable every site is a dictionary lookup on a constant.
+
+``COFFER_FAILPOINT_LOG=<file>`` appends the name of every site passed to that file, one per line:
+crash tests run a command once with it to learn which sites it passes how often, then pick kill
+points from that list.
 """
 
 from __future__ import annotations
@@ -28,17 +32,30 @@ def _parse(raw: str) -> dict[str, tuple[int, str]]:
 
 
 _SPEC = _parse(os.environ.get("COFFER_FAILPOINT", ""))
+_LOG = os.environ.get("COFFER_FAILPOINT_LOG") or None
 
 
 def reload() -> None:
     """Re-read the environment (tests that set the variable in-process)."""
-    global _SPEC
+    global _SPEC, _LOG
     with _LOCK:
         _SPEC = _parse(os.environ.get("COFFER_FAILPOINT", ""))
+        _LOG = os.environ.get("COFFER_FAILPOINT_LOG") or None
         _HITS.clear()
 
 
+def _trace(log: str, name: str) -> None:
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, (name + "\n").encode())
+    finally:
+        os.close(fd)
+
+
 def failpoint(name: str) -> None:
+    log = _LOG
+    if log is not None:
+        _trace(log, name)
     if not _SPEC:
         return
     spec = _SPEC.get(name)

@@ -11,6 +11,7 @@ import errno
 import os
 import secrets
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 
@@ -226,14 +227,21 @@ class LocalBackend(Backend):
             except OSError as e:
                 raise _translate(e, f"list {t.dirname}", self.location) from None
 
-    def remove_stale_temp_files(self) -> int:
-        """Temporary files left by a crash; safe to delete while nothing writes (exclusive lock)."""
+    def remove_stale_temp_files(self, min_age: float = 0.0) -> int:
+        """Temporary files left by a crash; safe to delete while nothing writes (exclusive lock).
+
+        ``min_age`` (seconds) spares younger files: a writer whose lock lapsed while it was paused
+        may still be in the middle of one, and should fail on its lost lock, not on a vanished file."""
         n = 0
+        cutoff = time.time() - min_age
         for root, _dirs, files in os.walk(self.path):
             for f in files:
                 if _TMP_MARK in f:
+                    p = os.path.join(root, f)
                     try:
-                        os.unlink(os.path.join(root, f))
+                        if min_age and os.lstat(p).st_mtime > cutoff:
+                            continue
+                        os.unlink(p)
                         n += 1
                     except OSError:
                         pass
