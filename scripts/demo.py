@@ -1,128 +1,133 @@
 #!/usr/bin/env python3
-"""`make demo`: run coffer's main job on local repositories and print what it proved.
+"""`make demo`: run a backup plan end to end on local repositories and show what it proved.
 
-Generates sample data, backs it up, changes it and backs it up again (deduplicated), restores the
-latest snapshot into a scratch directory, verifies every byte and the metadata, runs an integrity
-check with coffer and, when installed, with the restic binary as an independent judge.
+Generates sample data (an application tree, configuration files, logs), copies the example plan
+``examples/demo.yaml`` next to it, and then does what an administrator's timers would do:
+
+1. ``coffer plan check``  judges the plan itself (3-2-1, RPO feasibility, retention vs drills);
+2. ``coffer plan init``   creates the three repositories: "nvme" (primary), "nfs", "offsite";
+3. two weeks of history   backdated snapshots (``coffer backup --time``), so drills have old ones;
+4. ``coffer run``         backs up every dataset, copies to the other repositories, applies retention;
+5. ``coffer check --plan`` twice: each run reads half of every repository's packs, the ledger
+   shows every pack read once;
+6. ``coffer drill``       restores a random 7-21 day old snapshot into a sandbox, verifies every file,
+   runs the plan's checks, judges the RTO;
+7. ``coffer status``      the table a monitor reads (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN),
+   then the drill report a person reads.
+
+Everything runs in a temporary directory that is removed at the end.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
 COFFER = str(BIN / "coffer")
+ROOT = Path(__file__).resolve().parent.parent
+PLAN = ROOT / "examples" / "demo.yaml"
 
 
-def sh(*args: str, env: dict[str, str], quiet: bool = False) -> subprocess.CompletedProcess[str]:
-    print(f"$ {' '.join(args)}", flush=True)
-    r = subprocess.run(args, env=env, text=True, capture_output=True)
-    if r.returncode != 0:
-        print(r.stdout + r.stderr)
-        sys.exit(f"demo failed: {' '.join(args)} exited {r.returncode}")
-    if not quiet and r.stdout.strip():
-        print("  " + r.stdout.strip().replace("\n", "\n  "))
-    return r
+def sh(*args: str, env: dict[str, str], cwd: Path, ok: tuple[int, ...] = (0,), show: bool = True) -> str:
+    print(f"\n$ coffer {' '.join(args)}" if args and show else "", flush=True)
+    r = subprocess.run([COFFER, *args], env=env, cwd=cwd, text=True, capture_output=True)
+    out = (r.stdout + r.stderr).rstrip()
+    if r.returncode not in ok:
+        print(out)
+        sys.exit(f"demo failed: coffer {' '.join(args)} exited {r.returncode}")
+    if show and out:
+        print(out)
+    return r.stdout
 
 
-def make_sample(root: Path) -> None:
-    rnd = random.Random(42)
-    words = "alpha beta gamma delta backup restore proof coffer restic snapshot".split()
-    for d in range(8):
-        sub = root / "app" / f"module{d}"
+def make_sample(data: Path, rnd: random.Random) -> None:
+    words = ["alpha", "beta", "gamma", "delta", "backup", "restore", "proof", "coffer", "restic", "snapshot", "drill"]
+    app = data / "app"
+    for d in range(6):
+        sub = app / f"module{d}"
         sub.mkdir(parents=True)
-        for f in range(40):
-            text = " ".join(rnd.choice(words) for _ in range(rnd.randint(20, 2000)))
-            (sub / f"file{f}.txt").write_text(text)
-    (root / "media").mkdir()
-    (root / "media" / "photo.raw").write_bytes(rnd.randbytes(12 * 1024 * 1024))
-    (root / "db").mkdir()
-    (root / "db" / "dump.sql").write_text(
-        "".join(f"INSERT INTO t VALUES ({i}, '{rnd.choice(words)}');\n" for i in range(300_000))
-    )
-    (root / "etc").mkdir()
-    (root / "etc" / "app.conf").write_text("listen = 0.0.0.0:8080\nworkers = 4\n")
-    os.chmod(root / "etc" / "app.conf", 0o640)
-    os.symlink("../db/dump.sql", root / "etc" / "dump-link")
-    os.link(root / "etc" / "app.conf", root / "etc" / "app.conf.hardlink")
+        for f in range(30):
+            (sub / f"file{f}.txt").write_text(" ".join(rnd.choice(words) for _ in range(rnd.randint(50, 3000))))
+    (app / "media").mkdir()
+    (app / "media" / "logo.raw").write_bytes(rnd.randbytes(4 * 1024 * 1024))
+    (app / "etc").mkdir()
+    (app / "etc" / "app.conf").write_text("listen = 0.0.0.0:8080\nworkers = 4\n")
+    (app / "scratch.tmp").write_text("excluded by the plan\n")
+    etc = data / "etc"
+    etc.mkdir()
+    for name in ("hostname", "hosts", "resolv.conf", "fstab"):
+        (etc / name).write_text(f"# {name}\n" + "".join(f"line {i}\n" for i in range(rnd.randint(3, 30))))
+    logs = data / "logs"
+    logs.mkdir()
+    for day in range(5):
+        (logs / f"app-{day}.log").write_text("".join(
+            f"2025-01-0{day + 1} 12:00:{i % 60:02d} INFO request {i} {rnd.choice(words)}\n" for i in range(8000)))
 
 
-def manifest(root: Path) -> dict[str, tuple[object, ...]]:
-    out: dict[str, tuple[object, ...]] = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            p = Path(dirpath) / name
-            s = p.lstat()
-            rel = str(p.relative_to(root))
-            digest = ""
-            if stat.S_ISREG(s.st_mode):
-                digest = hashlib.sha256(p.read_bytes()).hexdigest()
-            link = os.readlink(p) if stat.S_ISLNK(s.st_mode) else ""
-            mtime = s.st_mtime_ns if not stat.S_ISDIR(s.st_mode) else 0
-            out[rel] = (stat.S_IFMT(s.st_mode), stat.S_IMODE(s.st_mode), s.st_uid, s.st_gid, s.st_size, mtime,
-                        digest, link)
-    return out
+def touch_history(data: Path, rnd: random.Random, step: int) -> None:
+    """What changes between two days: a few edited files, a new log."""
+    for d in range(6):
+        f = data / "app" / f"module{d}" / f"file{rnd.randrange(30)}.txt"
+        f.write_text(f.read_text() + f"\nedit {step}\n")
+    (data / "logs" / f"app-h{step}.log").write_text(f"history step {step}\n" * 500)
 
 
 def main() -> None:
+    t_start = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="coffer-demo-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "COFFER_"))}
-    env.update(COFFER_REPOSITORY=str(work / "repo"), COFFER_PASSWORD="demo-password",
-               RESTIC_CACHE_DIR=str(work / "restic-cache"))
-    proved: list[str] = []
-    t_start = time.monotonic()
+    env["COFFER_DEMO_PASSWORD"] = "demo-password"
+    env["XDG_CACHE_HOME"] = str(work / "cache")
+    rnd = random.Random(42)
     try:
-        src = work / "data"
-        make_sample(src)
-        nfiles = sum(len(f) for _, _, f in os.walk(src))
-        print(f"sample data: {nfiles} files under {src}\n")
-        sh(COFFER, "init", env=env)
-        r = sh(COFFER, "backup", "--json", "-q", str(src), env=env, quiet=True)
-        first = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"  first backup: {first['files_new']} files, {first['data_added'] / 2**20:.1f} MiB added")
-        (src / "app" / "module0" / "file0.txt").write_text("edited after the first backup\n")
-        with open(src / "db" / "dump.sql", "a") as f:
-            f.write("INSERT INTO t VALUES (300000, 'late');\n")
-        r = sh(COFFER, "backup", "--json", "-q", str(src), env=env, quiet=True)
-        second = json.loads(r.stdout.strip().splitlines()[-1])
-        print(f"  second backup: {second['files_changed']} changed, {second['files_unmodified']} unmodified, "
-              f"{second['data_added'] / 2**20:.2f} MiB added")
-        proved.append(f"incremental backup stored only what changed ({second['data_added'] / 2**20:.2f} MiB of "
-                      f"{second['total_bytes_processed'] / 2**20:.0f} MiB)")
-        sh(COFFER, "snapshots", env=env)
-        target = work / "restore"
-        t0 = time.monotonic()
-        sh(COFFER, "restore", "latest", "--target", str(target), "--verify", env=env)
-        restore_s = time.monotonic() - t0
-        restored = target / str(src).lstrip("/")
-        a, b = manifest(src), manifest(restored)
-        if a != b:
-            bad = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
-            sys.exit(f"demo failed: restored tree differs at {bad[:5]}")
-        proved.append(f"the latest snapshot restored byte-identical with metadata ({len(a)} entries, "
-                      f"{restore_s:.1f} s)")
-        sh(COFFER, "check", "--read-data", env=env)
-        proved.append("coffer check --read-data: every pack re-read, authenticated and hash-verified")
-        restic = shutil.which("restic")
-        if restic:
-            renv = dict(env, RESTIC_REPOSITORY=env["COFFER_REPOSITORY"], RESTIC_PASSWORD=env["COFFER_PASSWORD"])
-            sh(restic, "check", "--read-data", env=renv)
-            proved.append("restic (an independent implementation) accepts the repository: check --read-data passed")
-        print("\n" + "=" * 72)
-        print("What this demo proved:")
-        for p in proved:
-            print(f"  ✓ {p}")
-        print(f"(finished in {time.monotonic() - t_start:.0f} s; scratch space {work} removed)")
+        data = work / "data"
+        make_sample(data, rnd)
+        shutil.copy(PLAN, work / "plan.yaml")
+        nfiles = sum(len(f) for _, _, f in os.walk(data))
+        print(f"sample data: {nfiles} files under {data}")
+        print(f"plan: {PLAN.relative_to(ROOT)} (copied to {work / 'plan.yaml'})")
+        plan = ["--plan", "plan.yaml"]
+
+        print("\n== 1. the plan is judged before it runs")
+        sh("plan", "check", "plan.yaml", env=env, cwd=work, ok=(0, 1))
+        print("\n== 2. its three repositories are created")
+        sh("plan", "init", "plan.yaml", env=env, cwd=work)
+
+        print("\n== 3. two weeks of history (backdated snapshots, as if the plan had been running)")
+        now = datetime.now()
+        for step, days in enumerate((16, 12, 9, 5, 2)):
+            touch_history(data, rnd, step)
+            when = (now - timedelta(days=days)).strftime("%Y-%m-%d %H:%M:%S")
+            for ds, repo in (("app", "nvme"), ("etc", "nvme"), ("logs", "nfs")):
+                sh("-r", str(work / "repos" / repo), "backup", "-q", "--host", "demo-host", "--tag", f"dataset={ds}",
+                   "--time", when, "--exclude", "*.tmp", str(data / ds),
+                   env=dict(env, COFFER_PASSWORD="demo-password"), cwd=work, show=False)
+            print(f"  {when}: app, etc and logs backed up")
+
+        print("\n== 4. the plan runs: backup, copies to the other repositories, retention")
+        sh("run", *plan, env=env, cwd=work)
+
+        print("\n== 5. integrity checks: half of every repository's packs per run, a ledger of what was read")
+        sh("check", *plan, env=env, cwd=work)
+        sh("check", *plan, env=env, cwd=work)
+
+        print("\n== 6. restore drills: an older snapshot restored into a sandbox, verified and timed")
+        for ds in ("app", "etc", "logs"):
+            sh("drill", ds, *plan, env=env, cwd=work)
+
+        print("\n== 7. status, as a monitor sees it (exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN)")
+        sh("status", *plan, env=env, cwd=work)
+        print("\n== the drill report, as a person reads it")
+        sh("report", "drills", *plan, env=env, cwd=work)
+        print(f"demo finished in {time.monotonic() - t_start:.0f} s; scratch space {work} removed")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -20,11 +20,18 @@ class RepositoryDamaged(CofferError):
 @click.command("check")
 @click.option("--read-data", is_flag=True, help="read all data blobs")
 @click.option("--read-data-subset", default="", help="read a subset of data packs: n/t, x% or a size like 50M")
-@click.option("--with-cache", is_flag=True, help="use the cache (accepted for restic compatibility)")
+@click.option("--with-cache", is_flag=True, help="use the local cache (by default check reads only the repository)")
+@click.option("--plan", "plan_path", default="", metavar="FILE",
+              help="check every repository of this plan: a rotating slice of packs, with a coverage ledger")
 @click.argument("args", nargs=-1)
 @click.pass_obj
-def command(g: GlobalOptions, read_data: bool, read_data_subset: str, with_cache: bool, args: tuple[str, ...]) -> int:
+def command(g: GlobalOptions, read_data: bool, read_data_subset: str, with_cache: bool, plan_path: str,
+            args: tuple[str, ...]) -> int:
     """Check the repository for errors."""
+    if plan_path:
+        from coffer.cli.commands._plan_check import check_plan_command
+
+        return check_plan_command(g, plan_path, list(args), read_data or bool(read_data_subset))
     if args:
         raise UsageError("the check command expects no arguments, only options")
     if read_data and read_data_subset:
@@ -52,6 +59,8 @@ def command(g: GlobalOptions, read_data: bool, read_data_subset: str, with_cache
     def on_pack(pack_id: bytes, nbytes: int) -> None:
         progress.add_done(1, nbytes)
 
+    if not with_cache:
+        g.no_cache = True  # check judges the repository itself, not a local copy of its files (T25)
     with g.open(lock="none" if g.no_lock else "shared") as repo:
         result = check(repo, read_data=read_data, read_data_subset=subset, on_phase=on_phase, on_pack_done=on_pack)
     if result.packs_read:
