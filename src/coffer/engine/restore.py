@@ -31,10 +31,10 @@ import dataclasses
 import errno
 import hashlib
 import os
-import threading
 import re
 import secrets
 import stat as st
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
