@@ -384,7 +384,7 @@ class BlobWriter:
             ulen = len(data)
         else:
             payload, ulen = data, 0
-        sealed = crypto.seal(self.key, payload)
+        sealed = crypto.seal_buffer(self.key, payload)
         self._append(t, blob_id, sealed, ulen, len(data))
         return blob_id, True
 
@@ -400,7 +400,9 @@ class BlobWriter:
         plain = uncompressed_length or len(sealed) - crypto.OVERHEAD
         self._append(t, blob_id, sealed, uncompressed_length, plain)
 
-    def _append(self, t: BlobType, blob_id: bytes, sealed: bytes | memoryview, ulen: int, plain_len: int) -> None:
+    def _append(
+        self, t: BlobType, blob_id: bytes, sealed: bytes | bytearray | memoryview, ulen: int, plain_len: int
+    ) -> None:
         full: _Packer | None = None
         with self._lock:
             p = self._packers[t]

@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
 
-def tune_malloc(mmap_threshold: int = 1024 * 1024, arena_max: int = 2) -> bool:
-    """Apply the settings; a no-op (False) on a C library without mallopt."""
+def tune_malloc(mmap_threshold: int | None = None, arena_max: int = 2) -> bool:
+    """Apply the settings; a no-op (False) on a C library without mallopt.
+
+    ``COFFER_MMAP_THRESHOLD`` (bytes, 0 = glibc's dynamic default) overrides the threshold, for
+    measuring the memory/CPU trade-off on a given machine."""
+    if mmap_threshold is None:
+        mmap_threshold = int(os.environ.get("COFFER_MMAP_THRESHOLD", str(1024 * 1024)))
     name = ctypes.util.find_library("c")
     if not name:
         return False

@@ -74,11 +74,12 @@ def _status_json(st: ProgressState) -> dict[str, Any]:
 @click.option("-n", "--dry-run", is_flag=True, help="do not upload or write any data, just show what would be done")
 @click.option("--stdin", "use_stdin", is_flag=True, help="read backup from stdin")
 @click.option("--stdin-filename", default="stdin", help="filename to use when reading from stdin")
+@click.option("--read-concurrency", default=2, type=click.IntRange(1, 64), help="read N files concurrently")
 @click.pass_obj
 def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...], iexcludes: tuple[str, ...],
             exclude_files: tuple[str, ...], exclude_caches: bool, one_file_system: bool,
             files_from: tuple[str, ...], tags: tuple[str, ...], host: str, parent: str, force: bool,
-            time_: str, dry_run: bool, use_stdin: bool, stdin_filename: str) -> int:
+            time_: str, dry_run: bool, use_stdin: bool, stdin_filename: str, read_concurrency: int) -> int:
     """Create a new backup of files and/or directories."""
     p = g.printer
     targets = list(paths)
@@ -121,6 +122,7 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
         time_ns=_parse_time(time_) if time_ else None,
         excludes=ExcludeRules.build(excludes, iexcludes, exclude_files, exclude_caches=exclude_caches,
                                     one_file_system=one_file_system),
+        read_concurrency=read_concurrency,
     )
     progress = Progress()
     if g.json:  # restic writes error lines to stderr, keeping stdout parseable
