@@ -69,6 +69,17 @@ def warm(path: Path) -> None:
                 pass
 
 
+def ensure_corpus(work: Path, size: str, mkdata: str, keep: bool) -> Path:
+    """The benchmark corpus for ``size``: built with the shared generator, or reused with ``keep``."""
+    corpus = work / f"corpus-{size}"
+    if not corpus.exists() or not keep:
+        shutil.rmtree(corpus, ignore_errors=True)
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"building corpus {corpus} ({size}) ...", flush=True)
+        subprocess.run([sys.executable, mkdata, str(corpus), "--size", size, "--seed", "1"], check=True)
+    return corpus
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="2G")
@@ -81,12 +92,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(args.work)
-    corpus = work / f"corpus-{args.size}"
-    if not corpus.exists() or not args.keep:
-        shutil.rmtree(corpus, ignore_errors=True)
-        work.mkdir(parents=True, exist_ok=True)
-        print(f"building corpus {corpus} ({args.size}) ...", flush=True)
-        subprocess.run([sys.executable, args.mkdata, str(corpus), "--size", args.size, "--seed", "1"], check=True)
+    corpus = ensure_corpus(work, args.size, args.mkdata, args.keep)
     mutated = work / "corpus-mutated"
     shutil.rmtree(mutated, ignore_errors=True)
     size = du(corpus)

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MKDATA_DEFAULT, PASSWORD, ROOT, Measure, du, run, warm
+from run import MKDATA_DEFAULT, PASSWORD, ROOT, Measure, du, ensure_corpus, run, warm
 
 
 def main() -> None:
@@ -42,12 +42,7 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(args.work)
-    corpus = work / f"corpus-{args.size}"
-    if not corpus.exists() or not args.keep:
-        shutil.rmtree(corpus, ignore_errors=True)
-        work.mkdir(parents=True, exist_ok=True)
-        print(f"building corpus {corpus} ({args.size}) ...", flush=True)
-        subprocess.run([sys.executable, args.mkdata, str(corpus), "--size", args.size, "--seed", "1"], check=True)
+    corpus = ensure_corpus(work, args.size, args.mkdata, args.keep)
     data = work / "prune-data"
     shutil.rmtree(data, ignore_errors=True)
     shutil.copytree(corpus, data, symlinks=True)

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 from coffer.engine.backup import StreamInput
 from coffer.errors import SourceError
+from coffer.sources.base import BackupInputs
 from coffer.util.failpoints import failpoint
 from coffer.util.process import Command, StreamingProcess
 
@@ -140,6 +141,19 @@ class DumpStream:
 
     def stream_input(self) -> StreamInput:
         return StreamInput(self.name, self.open, self.finish, mode=0o600)
+
+
+@contextlib.contextmanager
+def dump_inputs(streams: list[DumpStream], manifest: Callable[[], dict[str, Any]],
+                tags: list[str]) -> Iterator[BackupInputs]:
+    """The manifest first, then one file per dump; if the backup stops early, every dump still
+    running is aborted so no producer is left behind."""
+    try:
+        yield BackupInputs(streams=[json_stream(MANIFEST_NAME, manifest), *(s.stream_input() for s in streams)],
+                           tags=tags)
+    finally:
+        for s in streams:
+            s.abort()
 
 
 def json_stream(name: str, make: Callable[[], dict[str, Any]]) -> StreamInput:

@@ -31,7 +31,6 @@ from coffer.errors import SourceError
 from coffer.sources import registry
 from coffer.sources.base import BackupInputs, Source, VerifyOutcome
 from coffer.sources.dbcommon import (
-    MANIFEST_NAME,
     CheckLog,
     DumpStream,
     RowCount,
@@ -39,9 +38,9 @@ from coffer.sources.dbcommon import (
     check_tag,
     dataset_tag,
     db_name_from_file,
+    dump_inputs,
     file_name_for,
     free_port,
-    json_stream,
     quote_dotted,
     read_manifest,
     read_secret_file,
@@ -188,12 +187,8 @@ class MySQLDumpSource(Source):
                               for db in dbs],
             }
 
-        try:
-            yield BackupInputs(streams=[json_stream(MANIFEST_NAME, manifest), *(s.stream_input() for s in streams)],
-                               tags=self.snapshot_tags())
-        finally:
-            for s in streams:
-                s.abort()
+        with dump_inputs(streams, manifest, self.snapshot_tags()) as inputs:
+            yield inputs
 
     def verify_restored(self, restored: Path) -> VerifyOutcome:
         return verify_dump_dir(restored, checks=self.checks, row_counts=self.row_counts,

@@ -25,7 +25,6 @@ from coffer import env
 from coffer.errors import SourceError
 from coffer.sources.base import BackupInputs, Source, VerifyOutcome
 from coffer.sources.dbcommon import (
-    MANIFEST_NAME,
     CheckLog,
     DumpStream,
     RowCount,
@@ -33,8 +32,8 @@ from coffer.sources.dbcommon import (
     check_tag,
     dataset_tag,
     db_name_from_file,
+    dump_inputs,
     file_name_for,
-    json_stream,
     quote_dotted,
     read_manifest,
 )
@@ -114,12 +113,8 @@ class PostgresDumpSource(Source):
                               for db in dbs],
             }
 
-        try:
-            yield BackupInputs(streams=[json_stream(MANIFEST_NAME, manifest), *(s.stream_input() for s in streams)],
-                               tags=self.snapshot_tags())
-        finally:
-            for s in streams:
-                s.abort()
+        with dump_inputs(streams, manifest, self.snapshot_tags()) as inputs:
+            yield inputs
 
     # ------------------------------------------------------------------ drill
     def verify_restored(self, restored: Path) -> VerifyOutcome:
