@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import multiprocessing
+import os
 import random
 import re
 from collections import deque
@@ -637,6 +639,9 @@ def _workers(repo: Repository) -> int:
     return max(2, repo.backend.properties.connections)
 
 
+PROCESS_MIN_BYTES = 64 * 1024 * 1024  # below this, worker processes cost more than they save
+
+
 def _read_packs(
     repo: Repository,
     ci: CheckIndex,
@@ -644,17 +649,40 @@ def _read_packs(
     out: list[Finding],
     on_pack_done: Callable[[bytes, int], None] | None,
 ) -> tuple[int, int]:
-    """Verify the packs in a thread pool, at most two per worker in flight (memory stays bounded)."""
+    """Download packs over the backend's connections (threads) and verify them.
+
+    Verification (SHA-256, MAC, AES, zstd) is CPU work: for a large read it runs in one worker
+    process per core, so it is not serialised by the interpreter lock; small reads stay in the
+    threads. At most two packs per worker are in flight, so memory stays bounded.
+    """
     workers = _workers(repo)
+    total = sum(ci.pack_sizes().get(p, 0) for p in pack_ids)
+    procs = _verify_processes(total)
+    pool: cf.Executor | None = None
+    if procs:
+        ctx = multiprocessing.get_context("spawn")  # the lock refresher thread runs: no fork
+        pool = cf.ProcessPoolExecutor(procs, mp_context=ctx, initializer=_init_verifier,
+                                      initargs=(repo.key, repo.version))
     todo = deque(pack_ids)
     nread = nbytes = 0
+    limit = max(workers, procs) + 1 if procs else 2 * workers
     futures: dict[cf.Future[tuple[list[Finding], int]], bytes] = {}
-    with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check-pack") as ex:
+
+    def check_one(pid: bytes) -> tuple[list[Finding], int]:
+        entries = ci.packs.get(pid)
+        if pool is None:
+            return verify_pack(repo, pid, entries)
+        loaded = _load_pack(repo, pid, entries)
+        if isinstance(loaded, list):
+            return loaded, 0
+        return pool.submit(_verify_in_worker, pid, loaded, entries).result()
+
+    with cf.ThreadPoolExecutor(max_workers=limit, thread_name_prefix="check-pack") as ex:
         try:
             while todo or futures:
-                while todo and len(futures) < 2 * workers:
+                while todo and len(futures) < limit:
                     pid = todo.popleft()
-                    futures[ex.submit(verify_pack, repo, pid, ci.packs.get(pid))] = pid
+                    futures[ex.submit(check_one, pid)] = pid
                 done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
                 for fut in done:
                     pid = futures.pop(fut)
@@ -668,7 +696,31 @@ def _read_packs(
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True)
             raise
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
     return nread, nbytes
+
+
+def _verify_processes(total_bytes: int) -> int:
+    env = os.environ.get("COFFER_CHECK_PROCESSES")
+    if env is not None:
+        return max(0, int(env))
+    cores = os.cpu_count() or 1
+    return cores if cores > 1 and total_bytes >= PROCESS_MIN_BYTES else 0
+
+
+_VERIFIER: tuple[crypto.CryptoKey, int] | None = None
+
+
+def _init_verifier(key: crypto.CryptoKey, version: int) -> None:
+    global _VERIFIER
+    _VERIFIER = (key, version)
+
+
+def _verify_in_worker(pid: bytes, data: bytes, entries: list[PackedBlob] | None) -> tuple[list[Finding], int]:
+    assert _VERIFIER is not None
+    return verify_pack_data(_VERIFIER[0], _VERIFIER[1], pid, data, entries)
 
 
 def verify_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | None) -> tuple[list[Finding], int]:
@@ -677,15 +729,30 @@ def verify_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | No
     Returns the findings (one error per bad pack, listing the reasons and the affected blobs) and
     the number of bytes read. ``entries`` is None for a pack that no index names.
     """
+    loaded = _load_pack(repo, pack_id, entries)
+    if isinstance(loaded, list):
+        return loaded, 0
+    return verify_pack_data(repo.key, repo.version, pack_id, loaded, entries)
+
+
+def _load_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | None) -> bytes | list[Finding]:
     hexid = pack_id.hex()
     obj = f"pack/{hexid}"
     try:
-        data = repo.backend.load(Handle(FileType.PACK, hexid))
+        return repo.backend.load(Handle(FileType.PACK, hexid))
     except ObjectNotFound:
         return [Finding("error", "pack_missing", obj, f"pack {hexid}: does not exist",
-                        blobs=tuple(b.id.hex() for b in entries or ()))], 0
+                        blobs=tuple(b.id.hex() for b in entries or ()))]
     except BackendError as e:
-        return [Finding("error", "pack_unreadable", obj, f"pack {hexid}: failed to download: {e}")], 0
+        return [Finding("error", "pack_unreadable", obj, f"pack {hexid}: failed to download: {e}")]
+
+
+def verify_pack_data(
+    key: crypto.CryptoKey, version: int, pack_id: bytes, data: bytes, entries: list[PackedBlob] | None
+) -> tuple[list[Finding], int]:
+    """Verify a pack's bytes (no I/O, so it can run in another process)."""
+    hexid = pack_id.hex()
+    obj = f"pack/{hexid}"
     findings: list[Finding] = []
     reasons: list[str] = []
     bad: dict[bytes, None] = {}  # affected blob IDs, in order
@@ -698,7 +765,7 @@ def verify_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | No
 
     header: list[PackedBlob] | None = None
     try:
-        header = _decode_header(repo, mv)
+        header = _decode_header(key, version, mv)
     except FormatError as e:
         reasons.append(f"pack header: {e}")
 
@@ -738,7 +805,7 @@ def verify_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | No
             bad[b.id] = None
             reasons.append(f"{b.type.label} blob {b.id.hex()}: extends beyond the end of the pack")
             continue
-        err = _verify_blob(repo.key, b, mv[b.offset : b.offset + b.length])
+        err = _verify_blob(key, b, mv[b.offset : b.offset + b.length])
         if isinstance(err, str):
             bad[b.id] = None
             reasons.append(f"{b.type.label} blob {b.id.hex()}: {err}")
@@ -756,17 +823,17 @@ def verify_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | No
     return findings, size
 
 
-def _decode_header(repo: Repository, mv: memoryview) -> list[PackedBlob]:
+def _decode_header(key: crypto.CryptoKey, version: int, mv: memoryview) -> list[PackedBlob]:
     size = len(mv)
     if size < pack.MIN_PACK_SIZE:
         raise FormatError(f"file too short ({size} bytes)")
     hlen = pack.header_length(bytes(mv[-pack.HEADER_LENGTH_SIZE :]), size)
     enc = mv[size - pack.HEADER_LENGTH_SIZE - hlen : size - pack.HEADER_LENGTH_SIZE]
     try:
-        plain = crypto.open_(repo.key, enc)
+        plain = crypto.open_(key, enc)
     except FormatError:
         raise FormatError("authentication failed") from None
-    blobs = pack.decode_header(plain, repo.version)
+    blobs = pack.decode_header(plain, version)
     pack.check_layout(blobs, hlen, size)
     return blobs
 
