@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -191,6 +192,7 @@ def test_killed_wal_push_is_retried_by_postgres_and_archives(archiving: Archivin
 def test_pitr_drill_recovers_to_a_random_time_and_checks_a_marker(archiving: Archiving) -> None:
     cl, repo = archiving.cl, archiving.repo
     psql(cl, "CREATE TABLE IF NOT EXISTS heartbeat(at timestamptz PRIMARY KEY)")
+    psql(cl, "INSERT INTO marks(name) VALUES ('before-pitr-base') ON CONFLICT DO NOTHING")
     run_coffer(repo, "pg-basebackup", "--socket", cl.sock_dir, "--port", str(cl.port), "--user", "postgres",  # type: ignore[attr-defined]
                "--dataset", DATASET)
     base = snapshot_ids(repo, "basebackup")[-1]
@@ -207,6 +209,15 @@ def test_pitr_drill_recovers_to_a_random_time_and_checks_a_marker(archiving: Arc
     assert checks["recovery target"]["ok"] and checks["marker before target"]["ok"]
     assert checks["recovery stopped at the target"]["ok"]
     assert out["ready_seconds"] > 0
+    # the restored marker is exactly the newest heartbeat the source committed at or before the target
+    m = re.match(r"marker (\S+), target epoch (\S+)", checks["marker before target"]["detail"])
+    assert m, checks["marker before target"]
+    beats = [float(x) for x in psql(cl, "SELECT extract(epoch FROM at) FROM heartbeat ORDER BY at").split()]
+    before = [b for b in beats if b <= float(m.group(2))]
+    if m.group(1) == "none":
+        assert not before, (before, m.group(2))
+    else:
+        assert before and abs(float(m.group(1)) - before[-1]) < 1e-5, (m.groups(), beats)
 
 
 def test_base_backup_drill_starts_the_copy_without_the_archive(archiving: Archiving) -> None:
