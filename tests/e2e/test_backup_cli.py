@@ -103,15 +103,21 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.005) -> N
 
 
 def open_paths(pid: int) -> set[str]:
-    """Files a process has open right now (via /proc)."""
+    """Files a process and its children (the backup's worker processes) have open right now."""
     out: set[str] = set()
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return out
-    for fd in fds:
-        with contextlib.suppress(OSError):
-            out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    pids = [pid]
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    for q in pids:
+        try:
+            fds = os.listdir(f"/proc/{q}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                out.add(os.readlink(f"/proc/{q}/fd/{fd}"))
     return out
 
 

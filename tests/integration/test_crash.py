@@ -62,10 +62,11 @@ class Scenario:
     new_manifest: dict[bytes, EntryMeta] | None = None  # backup: the manifest of the snapshot it makes
     by_original: dict[str, dict[bytes, EntryMeta]] = field(default_factory=dict)  # copy: source ID -> manifest
     pool: list[tuple[str, int]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # for every run of the command
 
     def run(self, work: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-        return subprocess.run([COFFER, *self.argv], cwd=work, env=_env(work / "repo", PASSWORD, env),
-                              capture_output=True, timeout=300)
+        return subprocess.run([COFFER, *self.argv], cwd=work, capture_output=True, timeout=300,
+                              env=_env(work / "repo", PASSWORD, {**self.env, **(env or {})}))
 
     def manifest_of(self, work: Path, sid: str) -> dict[bytes, EntryMeta]:
         if sid in self.manifests:
@@ -77,7 +78,7 @@ class Scenario:
         return self.by_original[snap.original.hex()]
 
     def final_count(self, after_crash: int) -> int:
-        if self.name == "backup":
+        if self.name.startswith("backup"):
             return after_crash + 1  # the rerun adds one more, whether or not the killed run got to commit
         return len(self.by_original)  # copy: each source snapshot exactly once
 
@@ -133,7 +134,7 @@ def _crash_at(scn: Scenario, tmp: Path, site: str, n: int) -> None:
 def _crash_after_delay(scn: Scenario, tmp: Path, delay: float) -> None:
     work = tmp / "work"
     shutil.copytree(scn.template, work, symlinks=True)
-    p = subprocess.Popen([COFFER, *scn.argv], cwd=work, env=_env(work / "repo", PASSWORD, None),
+    p = subprocess.Popen([COFFER, *scn.argv], cwd=work, env=_env(work / "repo", PASSWORD, scn.env),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     p.send_signal(signal.SIGKILL)
@@ -175,6 +176,15 @@ def _build_backup(base: Path) -> Scenario:
                     new_manifest=snapshot_tree(h.src))
 
 
+def _build_backup_workers(base: Path) -> Scenario:
+    """The same backup with the data work in worker processes from the first file: a kill at any
+    site, in the parent or in a worker, takes the whole command down."""
+    scn = _build_backup(base)
+    scn.name = "backup-workers"
+    scn.env = {"COFFER_BACKUP_PROCESS_THRESHOLD": "0", "COFFER_BACKUP_PROCESSES": "2"}
+    return scn
+
+
 def _build_forget(base: Path) -> Scenario:
     h = _history(base, 8)
     keep = {s.id for s in h.snaps[-4:]}
@@ -208,7 +218,8 @@ def _build_copy(base: Path) -> Scenario:
                     {}, set(), by_original={s.id: s.manifest for s in h.snaps})
 
 
-BUILDERS = {"backup": _build_backup, "forget": _build_forget, "prune": _build_prune, "copy": _build_copy}
+BUILDERS = {"backup": _build_backup, "backup-workers": _build_backup_workers, "forget": _build_forget,
+            "prune": _build_prune, "copy": _build_copy}
 
 
 def _scenario(name: str, tmp_path_factory: pytest.TempPathFactory) -> Scenario:
@@ -263,6 +274,7 @@ def test_command_has_enough_crash_sites(command: str, scenarios: Callable[[str],
     assert len(scn.pool) >= POINTS, f"{command}: only {len(scn.pool)} crash points: {scn.pool}"
     sites = {s for s, _ in scn.pool}
     want = {"backup": {"after_pack_put", "after_index_put", "after_snapshot_put"},
+            "backup-workers": {"backup_worker_file", "after_pack_put", "after_index_put", "after_snapshot_put"},
             "forget": {"forget_before_remove", "prune_after_index_put", "prune_pack_delete"},
             "prune": {"prune_unreferenced_delete", "after_pack_put", "prune_after_index_put",
                       "prune_before_index_delete", "prune_pack_delete"},

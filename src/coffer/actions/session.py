@@ -59,6 +59,8 @@ def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Reposit
         lock = "none"
     try:
         repo = Repository.open(backend, access.get_password(), key_hint=access.key_hint)
+        if not access.read_only:
+            repo.backend_recipe = (access.url, dict(access.options), access.dry_run)
         if not access.dry_run:
             attach_cache(repo, access.options, access.warn)
         repo.compression_level = compression_level(access.compression)

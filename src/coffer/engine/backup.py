@@ -23,18 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple
 
 from coffer import env
+from coffer.engine import fileread
 from coffer.engine.excludes import CACHEDIR_TAG, ExcludeRules
 from coffer.engine.fsnode import node_from_stat, same_metadata, unchanged
 from coffer.engine.progress import Progress, Warning_
+from coffer.engine.workerpool import FileResult, WorkerPool
 from coffer.errors import CofferError, Interrupted, SourceError, UsageError
 from coffer.store import chunker
+from coffer.store.claims import ClaimTable
 from coffer.store.format.pack import BlobType
 from coffer.store.format.snapshot import Snapshot
 from coffer.store.format.tree import Node, go_mode
 from coffer.store.repository import Repository
 from coffer.util import gotime
-
-_O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
 @dataclass
@@ -130,30 +131,6 @@ class _Listing(NamedTuple):
     prev_nodes: list[Node] | None
 
 
-class _Prefixed:
-    """A reader that first returns ``prefix`` and then continues with ``f``."""
-
-    def __init__(self, prefix: bytes, f: BinaryIO) -> None:
-        self._prefix = memoryview(prefix)
-        self._f = f
-
-    def readinto(self, b: memoryview | bytearray) -> int:
-        if self._prefix:
-            n = min(len(b), len(self._prefix))
-            b[:n] = self._prefix[:n]
-            self._prefix = self._prefix[n:]
-            return n
-        return self._f.readinto(b)  # type: ignore[attr-defined]
-
-    def read(self, n: int = -1) -> bytes:
-        if self._prefix:
-            k = len(self._prefix) if n < 0 else min(n, len(self._prefix))
-            out = bytes(self._prefix[:k])
-            self._prefix = self._prefix[k:]
-            return out
-        return self._f.read(n)
-
-
 class Archiver:
     FILES_IN_FLIGHT = 512
     CHUNKS_IN_FLIGHT = 6
@@ -177,6 +154,13 @@ class Archiver:
         self.count_totals = True
         self._unmodified = 0
         self._unmodified_bytes = 0
+        # Worker processes take over the files' data work once the backup proves big enough to
+        # repay their start-up (COFFER_BACKUP_PROCESSES=0 keeps everything in this process).
+        self._pool: WorkerPool | None = None
+        self._claims: ClaimTable | None = None
+        self._processes = _env_int("COFFER_BACKUP_PROCESSES", min(4, os.cpu_count() or 1))
+        self._process_threshold = _env_int("COFFER_BACKUP_PROCESS_THRESHOLD", 32 << 20)
+        self._threaded_bytes = 0
 
     # ------------------------------------------------------------------ plumbing
     def _chunker(self) -> chunker.Chunker:
@@ -292,13 +276,21 @@ class Archiver:
                 self._backup_streams(snap_time)
             else:
                 paths = self._backup_paths()
+            if self._pool is not None:
+                self._pool.send_batches()
             while not self._root_done.wait(0.5):
                 self._check()
             self._check()
+            if self._pool is not None:
+                self._pool.flush()
+                self._stop_pool(kill=False)
             self.repo.flush()
+            self._release_claims()
         except BaseException:
+            self._stop_pool(kill=True)
             self._file_pool.shutdown(wait=True, cancel_futures=True)
             self._blob_pool.shutdown(wait=True, cancel_futures=True)
+            self._release_claims()
             raise
         self._file_pool.shutdown(wait=True)
         self._blob_pool.shutdown(wait=True)
@@ -590,17 +582,90 @@ class Archiver:
             pr.bytes_done += s.st_size
             self._child_done(d, i, node)
             return
-        node, w = node_from_stat(name, path, s)
-        if w:
-            self._warn(path, w)
         while not self._file_slots.acquire(timeout=0.5):
             self._check()
+        if self._processes > 1 and self._threaded_bytes + s.st_size > self._process_threshold:
+            self._start_pool()
+        pool = self._pool
+        # With workers, a file's extended attributes are read by its worker, through the open file.
+        node, w = node_from_stat(name, path, s, read_xattrs=pool is None)
+        if w:
+            self._warn(path, w)
+        if pool is not None:
+            try:
+                pool.submit(path, s.st_size, s.st_mtime_ns, s.st_ctime_ns, (d, i, path, node, prev is not None),
+                            self._check)
+            except BaseException:
+                self._file_slots.release()
+                raise
+            return
+        self._threaded_bytes += s.st_size
         try:
             self._file_pool.submit(self._file_job, d, i, path, node, s, prev is not None)
         except RuntimeError:  # pool shut down after a fatal error
             self._file_slots.release()
             self._check()
             raise
+
+    def _start_pool(self) -> None:
+        """Hand the rest of the files to worker processes. Called by the walker thread, which runs
+        until the backup ends: the workers die with the thread that started them (PR_SET_PDEATHSIG)."""
+        n, self._processes = self._processes, 0  # one attempt
+        if self.repo.backend_recipe is None:
+            return
+        repo = self.repo
+        known = repo.index.data_blob_ids()
+        try:
+            claims = ClaimTable.create(len(known) + (128 << 10))
+        except OSError as e:
+            self._warn("", f"backup worker processes unavailable, continuing in threads: {e}", "scan")
+            return
+        # This process's threads claim too from now on (files already handed to them finish here).
+        known.extend(repo.writer.share_claims(claims))
+        claims.add_many(known)
+        self._claims = claims
+        try:
+            self._pool = WorkerPool(repo, n, claims, self._pool_result, self._fail)
+        except (OSError, CofferError) as e:
+            self._warn("", f"backup worker processes unavailable, continuing in threads: {e}", "scan")
+        finally:
+            claims.unlink()  # every worker has it open and mapped: nothing left to clean up later
+
+    def _pool_result(self, ctx: Any, r: FileResult) -> None:
+        d, i, path, node, existed = ctx
+        try:
+            if r.content is None:
+                self._warn(path, r.warning or "could not be read", "archival")
+                self._child_done(d, i, None)
+                return
+            if r.changed:
+                self._warn(path, "file changed while it was read; the stored content may be inconsistent", "changed")
+            node.content, node.size, node.xattrs = r.content, r.nread, r.xattrs
+            if r.xattr_warning:
+                self._warn(path, r.xattr_warning)
+            self._count(
+                total_files_processed=1, total_bytes_processed=r.nread,
+                **({"files_changed": 1} if existed else {"files_new": 1}),
+            )
+            self.progress.add_bytes(r.nread)
+            self.progress.add_done(1, 0)
+            self._child_done(d, i, node)
+        except BaseException as e:
+            self._fail(e)
+        finally:
+            self._file_slots.release()
+
+    def _stop_pool(self, *, kill: bool) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close(kill=kill)
+
+    def _release_claims(self) -> None:
+        if self._claims is not None:
+            claims, self._claims = self._claims, None
+            if self.repo._writer is not None:
+                self.repo._writer.claims = None
+            claims.close(remove=True)
 
     def _all_present(self, content: list[bytes]) -> bool:
         has = self.repo.has_blob
@@ -612,7 +677,7 @@ class Archiver:
         try:
             try:
                 content, size, changed = self._read_file(path, s)
-            except _SourceReadError as e:
+            except fileread.SourceReadError as e:
                 self._warn(path, str(e), "archival")
                 self._child_done(d, i, None)
                 return
@@ -632,67 +697,31 @@ class Archiver:
             self._file_slots.release()
 
     def _read_file(self, path: bytes, s: os.stat_result) -> tuple[list[bytes], int, bool]:
-        # O_NONBLOCK: if the file was replaced by a FIFO since the scan, open must not hang
-        # (it has no effect on regular files). O_NOFOLLOW: nor follow a symlink put in its place.
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        try:
-            try:
-                fd = os.open(path, flags | _O_NOATIME)
-            except PermissionError:
-                fd = os.open(path, flags)
-        except OSError as e:
-            raise _SourceReadError(f"open: {e.strerror}") from None
-        try:
-            fs = os.fstat(fd)
-        except OSError as e:
-            os.close(fd)
-            raise _SourceReadError(f"stat: {e.strerror}") from None
-        if not st.S_ISREG(fs.st_mode):
-            os.close(fd)
-            raise _SourceReadError("was replaced by something that is not a regular file while the backup ran")
-        with open(fd, "rb", buffering=0) as f:
-            content, size = self._chunk_stream(f)
-            try:
-                after = os.fstat(fd)
-            except OSError:
-                after = fs
-        changed = (
-            after.st_size != s.st_size or after.st_mtime_ns != s.st_mtime_ns or after.st_ctime_ns != s.st_ctime_ns
-            or size != s.st_size
-        )
-        return content, size, changed
+        return fileread.read_file(path, s.st_size, s.st_mtime_ns, s.st_ctime_ns, self._chunk_stream)
 
     def _chunk_stream(self, f: BinaryIO) -> tuple[list[bytes], int]:
-        """Content IDs of a readable stream. Source read errors raise _SourceReadError."""
-        save = self.repo.save_blob
-        try:
-            head = _read_up_to(f, chunker.MIN_SIZE + 1)
-        except OSError as e:
-            raise _SourceReadError(f"read: {e.strerror}") from None
-        if len(head) <= chunker.MIN_SIZE:
+        """Content IDs of a readable stream. Source read errors raise SourceReadError."""
+        small, it = fileread.small_or_chunks(f, self._chunker())
+        if small is not None:
             # Small files are one chunk: no chunker, no hand-off, the file thread does it all.
-            if not head:
+            if not small:
                 return [], 0
             self._check()
-            bid, _ = save(BlobType.DATA, head)
-            self.progress.add_bytes(len(head))
-            return [bid], len(head)
+            bid, _ = self.repo.save_blob(BlobType.DATA, small)
+            self.progress.add_bytes(len(small))
+            return [bid], len(small)
         futs: list[cf.Future[bytes]] = []
         size = 0
-        it = self._chunker().iter_chunks(_Prefixed(head, f))  # type: ignore[arg-type]
-        while True:
-            try:
-                chunk = next(it)
-            except StopIteration:
-                break
-            except OSError as e:
-                for fu in futs:
-                    fu.cancel()
-                raise _SourceReadError(f"read: {e.strerror}") from None
-            size += len(chunk)
-            while not self._chunk_slots.acquire(timeout=0.5):
-                self._check()
-            futs.append(self._blob_pool.submit(self._save_chunk, chunk))
+        try:
+            for chunk in it:
+                size += len(chunk)
+                while not self._chunk_slots.acquire(timeout=0.5):
+                    self._check()
+                futs.append(self._blob_pool.submit(self._save_chunk, chunk))
+        except fileread.SourceReadError:
+            for fu in futs:
+                fu.cancel()
+            raise
         return [fu.result() for fu in futs], size
 
     def _save_chunk(self, chunk: bytes) -> bytes:
@@ -704,20 +733,14 @@ class Archiver:
             self._chunk_slots.release()
 
 
-class _SourceReadError(Exception):
-    """Reading a source item failed: a warning for that item, not a failed backup."""
-
-
-def _read_up_to(f: BinaryIO, n: int) -> bytes:
-    parts = []
-    got = 0
-    while got < n:
-        b = f.read(n - got)
-        if not b:
-            break
-        parts.append(b)
-        got += len(b)
-    return b"".join(parts)
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name, "").strip()
+    if not v:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        raise UsageError(f"{name} must be an integer, got {v!r}") from None
 
 
 def _same_dir_meta(s: os.stat_result, prev: Node) -> bool:

@@ -53,9 +53,11 @@ def node_from_stat(name: bytes, path: bytes, s: os.stat_result, *, read_xattrs: 
 _NO_XATTR = (errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENODATA, errno.EPERM, errno.ENOSYS)
 
 
-def read_xattr_list(path: bytes) -> tuple[list[tuple[str, bytes]] | None, str | None]:
+def read_xattr_list(path: bytes | int) -> tuple[list[tuple[str, bytes]] | None, str | None]:
+    """Extended attributes of ``path`` (not following a symlink) or of an open fd."""
+    nofollow = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **nofollow)
     except OSError as e:
         if e.errno in _NO_XATTR:
             return None, None
@@ -65,7 +67,7 @@ def read_xattr_list(path: bytes) -> tuple[list[tuple[str, bytes]] | None, str | 
     out = []
     for name in names:
         try:
-            out.append((name, os.getxattr(path, name, follow_symlinks=False)))
+            out.append((name, os.getxattr(path, name, **nofollow)))
         except OSError as e:
             if e.errno not in _NO_XATTR:
                 return out or None, f"getxattr {name}: {e.strerror}"

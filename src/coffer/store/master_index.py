@@ -74,6 +74,9 @@ class MasterIndex:
     def has_pack(self, pack_id: bytes) -> bool:
         return pack_id in self._pack_num
 
+    def data_blob_ids(self) -> list[bytes]:
+        return [k for k in list(self._blobs) if len(k) == 32]
+
     def items(self) -> Iterator[tuple[bytes, PackedBlob]]:
         """(pack ID, blob) for the first copy of each blob."""
         for key, rec in list(self._blobs.items()):

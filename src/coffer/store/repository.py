@@ -27,6 +27,7 @@ from coffer.errors import (
     UsageError,
 )
 from coffer.store.backend.base import Backend, FileInfo, FileType, Handle
+from coffer.store.claims import ClaimTable
 from coffer.store.format import compression, crypto, ids, kdf, keyfile, pack, tree
 from coffer.store.format.config import RepoConfig
 from coffer.store.format.index import IndexFile, IndexPack
@@ -64,6 +65,9 @@ class Repository:
         self.compression_level: int | None = compression.DEFAULT_LEVEL  # None = off (data blobs)
         self.pack_size = DEFAULT_PACK_SIZE
         self.lock_guard: Callable[[], None] | None = None  # raises LockLost before commits
+        # How another process opens this repository's backend again (URL, options, dry run); set by
+        # whoever opened it from a URL. None: the backup engine keeps all work in this process.
+        self.backend_recipe: tuple[str, dict[str, str], bool] | None = None
         self._writer: BlobWriter | None = None
 
     # ---------------------------------------------------------------- creation and opening
@@ -349,6 +353,7 @@ class BlobWriter:
         self.level = repo.compression_level or compression.DEFAULT_LEVEL
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
+        self.claims: ClaimTable | None = None  # shared dedup with the backup's worker processes
         self._packers = {BlobType.DATA: _Packer(BlobType.DATA), BlobType.TREE: _Packer(BlobType.TREE)}
         conns = max(1, repo.backend.properties.connections)
         self._pool = cf.ThreadPoolExecutor(max_workers=conns, thread_name_prefix="upload")
@@ -366,6 +371,38 @@ class BlobWriter:
     def _key(self, t: BlobType, blob_id: bytes) -> bytes:
         return blob_id if t == BlobType.DATA else b"T" + blob_id
 
+    def _is_known(self, t: BlobType, blob_id: bytes) -> bool:
+        """Whether a copy exists or is being stored elsewhere (called under the writer's lock)."""
+        if self.repo.index.has(t, blob_id):
+            return True
+        return self.claims is not None and t == BlobType.DATA and not self.claims.claim(blob_id)
+
+    def share_claims(self, claims: ClaimTable) -> list[bytes]:
+        """From now on, new data blobs are claimed in ``claims`` (shared with other processes).
+        Returns the data blob IDs this writer is storing right now, for the caller to seed."""
+        with self._lock:
+            self.claims = claims
+            return [k for k in self._pending if len(k) == 32]
+
+    def adopt_packs(self, packs: list[IndexPack], delta: WriterStats) -> None:
+        """Index packs that another process uploaded for this writer's repository (the backup's
+        worker processes): they go into this writer's next index file, like its own packs."""
+        with self._lock:
+            for p in packs:
+                self.repo.index.add_pack(p.id, p.blobs)
+                self._unindexed.append(p)
+                self._unindexed_blobs += len(p.blobs)
+                if self.record_packs is not None:
+                    self.record_packs.append(p)
+            st = self.stats
+            st.packs += len(packs)
+            st.blobs += delta.blobs
+            st.data_blobs += delta.data_blobs
+            st.tree_blobs += delta.tree_blobs
+            st.bytes_plain += delta.bytes_plain
+            st.bytes_stored += delta.bytes_stored
+        self.maybe_write_index()
+
     def save(
         self, t: BlobType, data: bytes, blob_id: bytes | None = None, *, store_duplicate: bool = False,
     ) -> tuple[bytes, bool]:
@@ -375,7 +412,7 @@ class BlobWriter:
             blob_id = hashlib.sha256(data).digest()
         k = self._key(t, blob_id)
         with self._lock:
-            if k in self._pending or (not store_duplicate and self.repo.index.has(t, blob_id)):
+            if k in self._pending or (not store_duplicate and self._is_known(t, blob_id)):
                 return blob_id, False
             self._pending.add(k)
         compress = self.compress_trees if t == BlobType.TREE else self.compress_data

@@ -52,6 +52,43 @@ def _trace(log: str, name: str) -> None:
         os.close(fd)
 
 
+_SHARED_ENV = "COFFER_FAILPOINT_HITS"
+_ROOT_ENV = "COFFER_FAILPOINT_ROOT"
+
+
+def share_with_children() -> None:
+    """Before starting helper processes (the backup's workers): count hits in a file they share, so
+    ``site:N`` means the N-th pass over all processes, and make ``kill`` take the whole command."""
+    if not _SPEC or os.environ.get(_SHARED_ENV):
+        return
+    import atexit
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="coffer-failpoints-")
+    with _LOCK:
+        body = "".join(f"{k}\n" * v for k, v in _HITS.items())
+    os.write(fd, body.encode())
+    os.close(fd)
+    os.environ[_SHARED_ENV] = path
+    os.environ[_ROOT_ENV] = str(os.getpid())
+    def remove() -> None:
+        if os.path.exists(path):
+            os.unlink(path)
+
+    atexit.register(remove)
+
+
+def _shared_hit(path: str, name: str) -> int:
+    import fcntl
+
+    with _LOCK, open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.write(name.encode() + b"\n")
+        f.flush()
+        f.seek(0)
+        return sum(1 for line in f if line.rstrip(b"\n") == name.encode())
+
+
 def failpoint(name: str) -> None:
     log = _LOG
     if log is not None:
@@ -61,12 +98,19 @@ def failpoint(name: str) -> None:
     spec = _SPEC.get(name)
     if spec is None:
         return
-    with _LOCK:
-        n = _HITS[name] = _HITS.get(name, 0) + 1
+    shared = os.environ.get(_SHARED_ENV)
+    if shared:
+        n = _shared_hit(shared, name)
+    else:
+        with _LOCK:
+            n = _HITS[name] = _HITS.get(name, 0) + 1
     if n != spec[0]:
         return
     action = spec[1]
     if action == "kill":
+        root = os.environ.get(_ROOT_ENV)
+        if root and int(root) != os.getpid():
+            os.kill(int(root), signal.SIGKILL)  # a power cut takes the whole command, not one worker
         os.kill(os.getpid(), signal.SIGKILL)
     elif action == "exit":
         os._exit(99)
