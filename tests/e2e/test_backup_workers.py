@@ -91,23 +91,6 @@ def test_workers_store_the_same_tree_as_threads_and_no_blob_twice(
     assert_trees_equal(src, tmp_path / "c" / "src")
 
 
-def test_a_killed_worker_fails_the_backup_and_the_repository_stays_valid(
-    tmp_path: Path, repo: Path, coffer: Runner, restic: Runner
-) -> None:
-    source(tmp_path / "src")
-    r = coffer("backup", "src", repo=repo, cwd=tmp_path, check=False,
-               env={**WORKERS, "COFFER_FAILPOINT": "backup_worker_file:20=kill"})
-    err = r.stderr.decode(errors="replace")
-    assert r.returncode == 1, err
-    assert "backup worker process" in err and "signal 9" in err, err
-    assert json.loads(coffer("snapshots", "--json", repo=repo).stdout) == []
-    restic("check", "--read-data", repo=repo)
-    s = summary(coffer("backup", "src", "--json", repo=repo, cwd=tmp_path, env=WORKERS))
-    restic("check", "--read-data", repo=repo)
-    restic("restore", s["snapshot_id"], "--target", str(tmp_path / "r"), repo=repo)
-    assert_trees_equal(tmp_path / "src", tmp_path / "r" / "src")
-
-
 def _children(pid: int) -> set[int]:
     out: set[int] = set()
     try:
@@ -127,6 +110,33 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] not in "ZX"
     except (OSError, IndexError):
         return False
+
+
+def test_a_killed_worker_fails_the_backup_and_the_repository_stays_valid(
+    tmp_path: Path, repo: Path, coffer: Runner, restic: Runner
+) -> None:
+    """A worker killed from outside (the OOM killer, say): the backup stops with the reason, no
+    snapshot is written, the repository checks clean, and the next run succeeds."""
+    source(tmp_path / "src")
+    env = _env(repo, PASSWORD, {**WORKERS, "COFFER_FAILPOINT": "backup_worker_file:5=sleep:60"})
+    p = subprocess.Popen([COFFER, "backup", "src"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(kids := _children(p.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(kids) >= 2, "the workers never started"
+    time.sleep(0.5)
+    os.kill(min(kids), signal.SIGKILL)
+    _, err_b = p.communicate(timeout=60)
+    err = err_b.decode(errors="replace")
+    assert p.returncode == 1, err
+    assert "backup worker process" in err and "killed by signal 9" in err, err
+    assert json.loads(coffer("snapshots", "--json", repo=repo).stdout) == []
+    restic("check", "--read-data", repo=repo)
+    s = summary(coffer("backup", "src", "--json", repo=repo, cwd=tmp_path, env=WORKERS))
+    restic("check", "--read-data", repo=repo)
+    restic("restore", s["snapshot_id"], "--target", str(tmp_path / "r"), repo=repo)
+    assert_trees_equal(tmp_path / "src", tmp_path / "r" / "src")
 
 
 def test_killing_the_backup_kills_its_workers(tmp_path: Path, repo: Path, coffer: Runner, restic: Runner) -> None:
