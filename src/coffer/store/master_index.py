@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from coffer.store.format.pack import BlobType, PackedBlob
 
 _REC = struct.Struct("<IIIIB")  # pack number, offset, length, uncompressed length, type
+_SEAL_OVERHEAD = 32  # IV + MAC around every stored blob
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,14 @@ class MasterIndex:
         key = _key(t, blob_id)
         rec = self._blobs.get(key)
         return self._location(key, rec) if rec is not None else None
+
+    def plain_length(self, t: BlobType, blob_id: bytes) -> int | None:
+        """The blob's plaintext length, or None when the index does not know it (no objects made)."""
+        rec = self._blobs.get(_key(t, blob_id))
+        if rec is None:
+            return None
+        _num, _off, length, ulen, _t = _REC.unpack(rec)
+        return ulen if ulen else length - _SEAL_OVERHEAD
 
     def has(self, t: BlobType, blob_id: bytes) -> bool:
         return _key(t, blob_id) in self._blobs
