@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,7 +57,9 @@ def src(tmp_path: Path) -> Path:
 
 
 def lock_ids(repo: Path) -> set[str]:
-    return {p.name for p in (repo / "locks").iterdir()}
+    """Lock files by ID; restic's temporary files (``<id>-tmp-<n>``, renamed into place a moment
+    later) are not locks yet."""
+    return {p.name for p in (repo / "locks").iterdir() if re.fullmatch(r"[0-9a-f]{64}", p.name)}
 
 
 def snapshot_files(repo: Path) -> list[str]:
