@@ -31,6 +31,7 @@ import pytest
 from coffer.store.backend.local import LocalBackend
 from coffer.store.repository import Repository
 from conftest import COFFER, PASSWORD, Runner, _env
+from helpers.procs import child_pids
 from helpers.sourcetree import make_tree, write_random
 from helpers.treecompare import assert_trees_equal
 
@@ -105,12 +106,7 @@ def wait_for(pred: Any, timeout: float, what: str, interval: float = 0.005) -> N
 def open_paths(pid: int) -> set[str]:
     """Files a process and its children (the backup's worker processes) have open right now."""
     out: set[str] = set()
-    pids = [pid]
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with contextlib.suppress(OSError):
-                pids += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
-    for q in pids:
+    for q in [pid, *child_pids(pid)]:
         try:
             fds = os.listdir(f"/proc/{q}/fd")
         except OSError:

@@ -20,6 +20,7 @@ import pytest
 from coffer.store.backend.local import LocalBackend
 from coffer.store.repository import Repository
 from conftest import COFFER, PASSWORD, Runner, _env
+from helpers.procs import child_pids
 from helpers.sourcetree import make_tree, write_random, write_text
 from helpers.treecompare import assert_trees_equal
 
@@ -91,20 +92,6 @@ def test_workers_store_the_same_tree_as_threads_and_no_blob_twice(
     assert_trees_equal(src, tmp_path / "c" / "src")
 
 
-def _children(pid: int) -> set[int]:
-    out: set[int] = set()
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for t in tasks:
-        try:
-            out |= {int(c) for c in Path(f"/proc/{pid}/task/{t}/children").read_text().split()}
-        except OSError:
-            pass
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] not in "ZX"
@@ -122,7 +109,7 @@ def test_a_killed_worker_fails_the_backup_and_the_repository_stays_valid(
     p = subprocess.Popen([COFFER, "backup", "src"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while len(kids := _children(p.pid)) < 2 and time.monotonic() < deadline:
+    while len(kids := child_pids(p.pid)) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(kids) >= 2, "the workers never started"
     time.sleep(0.5)
@@ -146,7 +133,7 @@ def test_killing_the_backup_kills_its_workers(tmp_path: Path, repo: Path, coffer
                          stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while len(kids := _children(p.pid)) < 2 and time.monotonic() < deadline:
+        while len(kids := child_pids(p.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(kids) >= 2, "the workers never started"
     finally:

@@ -209,12 +209,7 @@ class Catalog:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
-        if since is not None:
-            where.append("started >= ?")
-            args.append(_ts(since))
-        if until is not None:
-            where.append("started < ?")
-            args.append(_ts(until))
+        _started_between(where, args, since, until)
         sql = "SELECT * FROM operations" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started, id"
         return [_operation(r) for r in self._db.execute(sql, args)]
 
@@ -254,12 +249,7 @@ class Catalog:
         if dataset is not None:
             where.append("dataset = ?")
             args.append(dataset)
-        if since is not None:
-            where.append("started >= ?")
-            args.append(_ts(since))
-        if until is not None:
-            where.append("started < ?")
-            args.append(_ts(until))
+        _started_between(where, args, since, until)
         sql = "SELECT * FROM drills" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY started"
         return [_drill(r) for r in self._db.execute(sql, args)]
 
@@ -328,3 +318,13 @@ def result_of(ok: bool, warnings: Iterable[object] = ()) -> str:
     if not ok:
         return FAILED
     return WARNING if any(True for _ in warnings) else OK
+
+
+def _started_between(where: list[str], args: list[object], since: datetime | None, until: datetime | None) -> None:
+    """Add the ``since <= started < until`` conditions that are given."""
+    if since is not None:
+        where.append("started >= ?")
+        args.append(_ts(since))
+    if until is not None:
+        where.append("started < ?")
+        args.append(_ts(until))

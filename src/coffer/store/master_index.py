@@ -16,10 +16,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from coffer.store.format.crypto import OVERHEAD
 from coffer.store.format.pack import BlobType, PackedBlob
 
 _REC = struct.Struct("<IIIIB")  # pack number, offset, length, uncompressed length, type
-_SEAL_OVERHEAD = 32  # IV + MAC around every stored blob
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +68,7 @@ class MasterIndex:
         if rec is None:
             return None
         _num, _off, length, ulen, _t = _REC.unpack(rec)
-        return ulen if ulen else length - _SEAL_OVERHEAD
+        return ulen if ulen else length - OVERHEAD
 
     def has(self, t: BlobType, blob_id: bytes) -> bool:
         return _key(t, blob_id) in self._blobs

@@ -31,7 +31,12 @@ def _world_executable(path: str) -> bool:
         return False
     if not (st.st_mode & stat.S_IXOTH and st.st_mode & stat.S_IROTH):
         return False
-    d = os.path.dirname(real)
+    return _world_searchable(os.path.dirname(real))
+
+
+def _world_searchable(d: str) -> bool:
+    """Can an unrelated user enter ``d`` (it and every directory above it searchable by others)?"""
+    d = os.path.realpath(d)
     while True:
         try:
             if not os.stat(d).st_mode & stat.S_IXOTH:
@@ -57,30 +62,10 @@ def launcher() -> list[str]:
         return shlex.split(override)
     exe = sys.executable
     dirs = _site_dirs()
-    if exe and _world_executable(exe) and all(_world_executable_dir(d) for d in dirs):
+    if exe and _world_executable(exe) and all(_world_searchable(d) for d in dirs):
         return [os.path.abspath(exe), "-I", "-c", _BOOT.format(dirs=dirs)]
     ver = f"python{sys.version_info.major}.{sys.version_info.minor}"
     for cand in (f"/usr/bin/{ver}", f"/usr/local/bin/{ver}", shutil.which(ver) or ""):
         if cand and os.path.isabs(cand) and _world_executable(cand):
             return [cand, "-I", "-c", _BOOT.format(dirs=dirs)]
     return [os.path.abspath(exe), "-I", "-c", _BOOT.format(dirs=dirs)]
-
-
-def _world_executable_dir(d: str) -> bool:
-    probe = os.path.join(d, ".")
-    real = os.path.realpath(probe)
-    while True:
-        try:
-            if not os.stat(real).st_mode & stat.S_IXOTH:
-                return False
-        except OSError:
-            return False
-        parent = os.path.dirname(real)
-        if parent == real:
-            return True
-        real = parent
-
-
-def shell_command(args: list[str]) -> str:
-    """One line for a shell script (``exec`` + quoted argv)."""
-    return " ".join(shlex.quote(a) for a in args)

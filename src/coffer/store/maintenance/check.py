@@ -581,26 +581,6 @@ class _TreeWalker:
         out = self.out
         lost = self.lost
         for n in nodes:
-            if n.type == "file" and n.name and n.content is not None:
-                # The common case, kept lean (no path string, no objects): every blob is indexed.
-                total = 0
-                for bid in n.content:
-                    size = plain_length(BlobType.DATA, bid)
-                    if size is None or bid == _NULL_ID or (lost and bid in lost):
-                        break
-                    total += size
-                    if bid not in used:
-                        used.add(bid)
-                        self.used_in_index += 1
-                else:
-                    if total != n.size:
-                        path = base + "/" + n.display_name
-                        out.append(Finding(
-                            "warning", "size_mismatch", tobj,
-                            f"{label}: {path}: metadata size ({n.size}) and sum of blob sizes ({total}) do not match",
-                            path=path,
-                        ))
-                    continue
             path = base + "/" + n.display_name
             if not n.name:
                 out.append(Finding("error", "node_invalid", tobj,
@@ -732,7 +712,7 @@ def _load_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | Non
 def verify_pack_data(
     key: crypto.CryptoKey, version: int, pack_id: bytes, data: bytes, entries: list[PackedBlob] | None
 ) -> tuple[list[Finding], int]:
-    """Verify a pack's bytes (no I/O, so it can run in another process)."""
+    """Verify a pack's bytes against its name, its header and the index ``entries`` (no I/O)."""
     hexid = pack_id.hex()
     obj = f"pack/{hexid}"
     findings: list[Finding] = []
