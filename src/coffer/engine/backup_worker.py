@@ -71,7 +71,7 @@ class ClaimingWriter(BlobWriter):
         return packs, delta
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -81,7 +81,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _open_repo(setup: dict[str, Any]) -> Repository:
+def open_repo(setup: dict[str, Any]) -> Repository:
     from coffer.store.backend.registry import open_backend
 
     url, options, dry_run = setup["recipe"]
@@ -92,8 +92,8 @@ def _open_repo(setup: dict[str, Any]) -> Repository:
         backend = DryRunBackend(backend)
     repo = Repository(backend, setup["key"], setup["config"], setup["key_id"])
     repo.index_loaded = True  # empty: the claim table answers "known" for this process
-    repo.compression_level = setup["level"]
-    repo.pack_size = setup["pack_size"]
+    repo.compression_level = setup.get("level", repo.compression_level)
+    repo.pack_size = setup.get("pack_size", repo.pack_size)
     return repo
 
 
@@ -138,7 +138,7 @@ def serve(inp: Connection, out: Connection) -> int:
         return 2
     setup = msg[1]
     claims = ClaimTable(setup["claims"])
-    repo = _open_repo(setup)
+    repo = open_repo(setup)
     writer = ClaimingWriter(repo, claims)
     repo._writer = writer
     w = _Worker(repo, writer)
@@ -197,7 +197,7 @@ def serve(inp: Connection, out: Connection) -> int:
 
 def main(argv: list[str]) -> int:
     req_fd, res_fd, parent_pid = int(argv[1]), int(argv[2]), int(argv[3])
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     return serve(Connection(req_fd, writable=False), Connection(res_fd, readable=False))
 

@@ -7,10 +7,14 @@ How it is organised, and why:
   file needs is looked up in the index once, and the blobs are grouped by pack and coalesced into
   ranges, so each pack is read in as few backend requests as possible however the blobs of the files
   are spread over packs (restic >= 0.18 assigns chunks to packs at random).
-* **Workers only fetch and decode** (backend ``load``, MAC check, decrypt, decompress, hash check);
-  the main thread owns every file descriptor and does all writes and metadata. Nothing about open
-  files is shared between threads, so descriptor caches stay simple, and the heavy work is C code
-  either way. Memory is bounded by the number of ranges in flight times the range cap.
+* **Workers fetch, decode and write** (backend ``load``, MAC check, decrypt, decompress, hash
+  check, ``pwrite``); the main thread does the bookkeeping and all metadata. The descriptor caches
+  are shared under one lock, held only to look up or open a descriptor: a worker *pins* a file's
+  descriptor while it writes, and only the main thread evicts or closes descriptors, never a pinned
+  one, so no write or metadata call can land in a descriptor that was closed and reused meanwhile.
+  Writing in the main thread
+  instead left it the bottleneck (the kernel's copy of every byte ran on one core). Memory is
+  bounded by the number of ranges in flight times the range cap.
 * **Never write outside the target** (reliability T31, T32). Node names that could climb or contain
   a separator are refused. Every write is relative to a directory descriptor opened with
   ``O_NOFOLLOW|O_DIRECTORY``, one component at a time from the target, so neither a symlink restored
@@ -30,15 +34,18 @@ import concurrent.futures as cf
 import dataclasses
 import errno
 import hashlib
+import itertools
 import os
 import re
+import resource
 import secrets
 import stat as st
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import NamedTuple
 
 from coffer.engine.excludes import ExcludeRules
@@ -55,9 +62,12 @@ from coffer.util import gotime
 MAX_GAP = 1 * 1024 * 1024
 MAX_READ = 4 * 1024 * 1024
 MAX_PLAIN = 4 * 1024 * 1024
-DIR_FD_CACHE = 64
+DIR_FD_CACHE = 512  # files of many directories share a pack: keep many open (bounded by RLIMIT_NOFILE/4)
 FILE_FD_CACHE = 256
 NAME_MAX = 255
+_TREE_BATCH = 256  # trees per planning task
+_FILE_COST = 32 * 1024  # what finishing one file costs, in bytes written (for sharing work out)
+_PIECES_PER_WORKER = 16
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_RE = re.compile(rb"^\.(?:.*\.)?coffer-tmp-[0-9a-f]{16}$", re.DOTALL)
@@ -152,7 +162,7 @@ class _Dir:
 class _Item:
     """A non-directory node: regular file, symlink, FIFO, device."""
 
-    __slots__ = ("blobs", "links", "loc", "name", "node", "parent", "remaining", "size", "state", "tmp")
+    __slots__ = ("blobs", "links", "loc", "name", "node", "parent", "pins", "remaining", "size", "state", "tmp")
 
     def __init__(self, name: bytes, node: Node, parent: _Dir, loc: str) -> None:
         self.name = name
@@ -165,6 +175,7 @@ class _Item:
         self.remaining = 0  # blob writes still outstanding
         self.blobs: list[_BlobReq] | None = None
         self.links: list[_Item] | None = None  # hard links waiting for this (primary) file
+        self.pins = 0  # workers writing into the open descriptor right now (it must stay open)
 
 
 class _BlobReq:
@@ -193,8 +204,12 @@ def invalid_name(name: bytes) -> bool:
     return name in (b"", b".", b"..") or b"/" in name or b"\0" in name
 
 
+_TMP_PREFIX = secrets.randbits(32) << 32  # names need not be secret (O_EXCL, O_NOFOLLOW), only unlikely to clash
+_tmp_counter = itertools.count()
+
+
 def _tmp_name(name: bytes) -> bytes:
-    suffix = b"coffer-tmp-" + secrets.token_hex(8).encode()
+    suffix = b"coffer-tmp-%016x" % (_TMP_PREFIX | (next(_tmp_counter) & 0xFFFFFFFF))
     tmp = b"." + name + b"." + suffix
     return tmp if len(tmp) <= NAME_MAX else b"." + suffix
 
@@ -216,6 +231,10 @@ class _Restorer:
         self.root_fd = -1
         self.dir_fds: OrderedDict[_Dir, int] = OrderedDict()
         self.file_fds: OrderedDict[_Item, int] = OrderedDict()
+        self.fd_lock = threading.RLock()  # dir_fds, file_fds and pins, shared with writing workers
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.dir_cache = DIR_FD_CACHE if soft == resource.RLIM_INFINITY else max(2, min(DIR_FD_CACHE, soft // 4))
+        self.main_thread = threading.get_ident()  # the only thread that evicts or closes descriptors
         self.with_tmp: set[_Item] = set()  # temporary files that exist right now
         self.hardlinks: dict[tuple[int, int], _Item] = {}
         self.data_files: list[_Item] = []
@@ -242,11 +261,16 @@ class _Restorer:
             try:
                 self._plan(root)
                 self._create(root)
-                jobs = self._make_jobs()
-                self._fetch_and_write(jobs)
+                by_pack = self._assign_blobs()
+                procs = self._processes()
+                if procs > 1:
+                    self._write_in_processes(procs)
+                else:
+                    self._fetch_and_write(self._make_jobs(by_pack))
                 if self.opts.verify:
                     self._verify()
             finally:
+                self.pool.shutdown(wait=True, cancel_futures=True)  # no worker holds a descriptor now
                 self._cleanup()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
@@ -293,7 +317,11 @@ class _Restorer:
                     all_dirs.append(sub)
                     to_load.append((sub, subtree))
             level = []
-            loaded = self.pool.map(self._load_tree, [t for _, t in to_load])
+            ids = [t for _, t in to_load]
+            # A few batches per worker: one hand-off and a few coalesced reads per batch, not per tree.
+            step = max(16, min(_TREE_BATCH, -(-len(ids) // (2 * self.workers))))
+            batches = self.pool.map(self.repo.load_trees, [ids[i : i + step] for i in range(0, len(ids), step)])
+            loaded = (res for batch in batches for res in batch)
             for (sub, subtree), res in zip(to_load, loaded):
                 if isinstance(res, Exception):
                     self.error(sub.loc, f"cannot load tree {subtree.hex()[:8]}: {res}")
@@ -318,12 +346,6 @@ class _Restorer:
                         nbytes += n.size
         self.progress.add_total(files, nbytes)
         self.progress.scan_finished = True
-
-    def _load_tree(self, tree_id: bytes) -> list[Node] | Exception:
-        try:
-            return self.repo.load_tree(tree_id)
-        except CofferError as e:
-            return e
 
     def _add_children(self, d: _Dir, nodes: list[Node]) -> Iterator[tuple[_Dir, bytes]]:
         seen: set[bytes] = set()
@@ -405,6 +427,10 @@ class _Restorer:
         symlinks (cached, least recently used ones are closed)."""
         if d.parent is None:
             return self.root_fd
+        with self.fd_lock:
+            return self._dirfd_locked(d)
+
+    def _dirfd_locked(self, d: _Dir) -> int:
         fd = self.dir_fds.get(d)
         if fd is not None:
             self.dir_fds.move_to_end(d)
@@ -431,22 +457,29 @@ class _Restorer:
 
     def _cache_dirfd(self, d: _Dir, fd: int) -> None:
         self.dir_fds[d] = fd
-        while len(self.dir_fds) > DIR_FD_CACHE:
+        if threading.get_ident() != self.main_thread:
+            return  # the main thread may be using any of them right now; it trims the cache itself
+        while len(self.dir_fds) > self.dir_cache:
             _, old = self.dir_fds.popitem(last=False)
             os.close(old)
 
     def _drop_dirfd(self, d: _Dir) -> None:
-        fd = self.dir_fds.pop(d, None)
-        if fd is not None:
-            os.close(fd)
+        with self.fd_lock:
+            fd = self.dir_fds.pop(d, None)
+            if fd is not None:
+                os.close(fd)
 
     def _file_fd(self, f: _Item) -> int:
         """The open temporary file of ``f``, created (and sized) on first use."""
+        with self.fd_lock:
+            return self._file_fd_locked(f)
+
+    def _file_fd_locked(self, f: _Item) -> int:
         fd = self.file_fds.get(f)
         if fd is not None:
             self.file_fds.move_to_end(f)
             return fd
-        dfd = self._dirfd(f.parent)
+        dfd = self.root_fd if f.parent.parent is None else self._dirfd_locked(f.parent)
         if f.tmp is None:
             while True:
                 tmp = _tmp_name(f.name)
@@ -464,15 +497,43 @@ class _Restorer:
         else:
             fd = os.open(f.tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         self.file_fds[f] = fd
-        while len(self.file_fds) > FILE_FD_CACHE:
-            _, old = self.file_fds.popitem(last=False)
-            os.close(old)
+        if len(self.file_fds) > FILE_FD_CACHE and threading.get_ident() == self.main_thread:
+            for old in [o for o in self.file_fds if not o.pins][: len(self.file_fds) - FILE_FD_CACHE]:
+                os.close(self.file_fds.pop(old))
         return fd
 
     def _close_file(self, f: _Item) -> None:
-        fd = self.file_fds.pop(f, None)
-        if fd is not None:
-            os.close(fd)
+        with self.fd_lock:
+            if f.pins:
+                return  # a worker is writing into it: the last one to finish closes it (_unpin)
+            fd = self.file_fds.pop(f, None)
+            if fd is not None:
+                os.close(fd)
+
+    def _trim_fds(self) -> None:
+        """Main thread: close what workers opened beyond the caches' size (never a pinned file)."""
+        with self.fd_lock:
+            while len(self.dir_fds) > self.dir_cache:
+                os.close(self.dir_fds.popitem(last=False)[1])
+            if len(self.file_fds) > FILE_FD_CACHE:
+                for old in [o for o in self.file_fds if not o.pins][: len(self.file_fds) - FILE_FD_CACHE]:
+                    os.close(self.file_fds.pop(old))
+
+    def _pin(self, f: _Item) -> int:
+        """Worker: the descriptor to write ``f``'s content into, kept open until _unpin; -1 when
+        the file no longer wants content (it failed meanwhile)."""
+        with self.fd_lock:
+            if f.state != _PENDING:
+                return -1
+            fd = self._file_fd_locked(f)
+            f.pins += 1
+            return fd
+
+    def _unpin(self, f: _Item) -> None:
+        with self.fd_lock:
+            f.pins -= 1
+            if not f.pins and f.state != _PENDING:
+                self._close_file(f)
 
     def _cleanup(self) -> None:
         """Close everything; remove temporary files of anything left unfinished (interrupted run)."""
@@ -746,6 +807,10 @@ class _Restorer:
             self._fail(f, f"{e.strerror or e}")
             return
         self.with_tmp.discard(f)
+        self._file_finished(f, None)
+        self._done(f)
+
+    def _done(self, f: _Item) -> None:
         f.state = _DONE
         self.done_files.append(f)
         self.result.files += 1
@@ -754,11 +819,16 @@ class _Restorer:
         self._finish_links(f)
         self._child_done(f.parent)
 
-    def _fail(self, f: _Item, msg: str) -> None:
+    def _file_finished(self, f: _Item, err: str | None) -> None:
+        """A file's content is written and finished (``err`` None) or failed; for subclasses."""
+
+    def _fail(self, f: _Item, msg: str, *, report: bool = True) -> None:
         if f.state != _PENDING:
             return
         f.state = _FAILED
-        self.error(f.loc, msg)
+        if report:
+            self.error(f.loc, msg)
+        self._file_finished(f, msg)
         self._close_file(f)
         if f.tmp is not None:
             try:
@@ -806,9 +876,16 @@ class _Restorer:
         self._child_done(f.parent)
 
     # ---------------------------------------------------------------- phase B: content
-    def _make_jobs(self) -> list[_Job]:
-        """Every needed blob once, grouped by pack (in the order files need them), coalesced."""
-        lookup = self.repo.index.lookup
+    def _locate(self, bid: bytes) -> tuple[bytes, PackedBlob] | None:
+        loc = self.repo.index.lookup(BlobType.DATA, bid)
+        return None if loc is None else (loc.pack_id, loc.blob)
+
+    def _assign_blobs(
+        self, locate: Callable[[bytes], tuple[bytes, PackedBlob] | None] | None = None,
+    ) -> dict[bytes, list[_BlobReq]]:
+        """Every needed blob once, grouped by pack in the order files need them; every file gets
+        its size and blob list, and fails here when a blob is missing from the index."""
+        lookup = locate or self._locate
         reqs: dict[bytes, _BlobReq] = {}
         by_pack: dict[bytes, list[_BlobReq]] = {}
         for f in self.data_files:
@@ -818,12 +895,12 @@ class _Restorer:
             for bid in content:
                 r = reqs.get(bid)
                 if r is None:
-                    loc = lookup(BlobType.DATA, bid)
+                    loc = lookup(bid)
                     if loc is None:
                         missing = bid
                         break
-                    r = reqs[bid] = _BlobReq(loc.pack_id, loc.blob)
-                    by_pack.setdefault(loc.pack_id, []).append(r)
+                    r = reqs[bid] = _BlobReq(*loc)
+                    by_pack.setdefault(loc[0], []).append(r)
                 blobs.append(r)
             if missing is not None:
                 self._fail(f, f"data blob {missing.hex()} is not in the index (missing from the repository)")
@@ -835,6 +912,11 @@ class _Restorer:
             f.size = off
             f.remaining = len(blobs)
             f.blobs = blobs
+        return by_pack
+
+    @staticmethod
+    def _make_jobs(by_pack: dict[bytes, list[_BlobReq]]) -> list[_Job]:
+        """Each pack's blobs coalesced into ranges read in one request each."""
         jobs: list[_Job] = []
         for pack_id, rs in by_pack.items():
             rs = [r for r in rs if r.targets]
@@ -858,8 +940,11 @@ class _Restorer:
                 jobs.append(_Job(pack_id, start, end - start, cur))
         return jobs
 
-    def _fetch(self, job: _Job) -> list[bytes | str]:
-        """Worker: read one range of a pack and decode its blobs (plaintext, or an error message)."""
+    def _fetch(self, job: _Job) -> list[list[str | None] | str]:
+        """Worker: read one range of a pack, decode its blobs and write them into their files.
+
+        One result per blob: why it could not be read, or per target file None (written, or no
+        longer wanted) or why the write failed. The main thread turns these into file states."""
         pid = job.pack_id.hex()
         try:
             raw = self.repo.backend.load(Handle(FileType.PACK, pid), job.start, job.length)
@@ -867,19 +952,45 @@ class _Restorer:
             msg = f"pack {pid[:8]}: cannot read {job.length} bytes at offset {job.start}: {e}"
             return [f"{msg} (data blob {r.blob.id.hex()[:8]})" for r in job.reqs]
         mv = memoryview(raw)
-        out: list[bytes | str] = []
+        plain: list[bytes | str] = []
         with self.decode_slots:
             for r in job.reqs:
                 b = r.blob
                 lo = b.offset - job.start
                 try:
-                    out.append(self.repo.decode_blob(job.pack_id, b, mv[lo : lo + b.length]))
+                    plain.append(self.repo.decode_blob(job.pack_id, b, mv[lo : lo + b.length]))
                 except CofferError as e:
-                    out.append(str(e))
+                    plain.append(str(e))
+        del mv, raw
+        sparse = self.opts.sparse
+        out: list[list[str | None] | str] = []
+        for r, data in zip(job.reqs, plain):
+            if isinstance(data, str):
+                out.append(data)
+                continue
+            n = len(data)
+            skip = sparse and n > 0 and data[0] == 0 and data[-1] == 0 and data == bytes(n)
+            written: list[str | None] = []
+            for f, off in r.targets:
+                err = None
+                if not skip:
+                    try:
+                        fd = self._pin(f)
+                    except OSError as e:
+                        fd, err = -1, f"open: {e.strerror or e}"
+                    if fd >= 0:
+                        try:
+                            _pwrite_all(fd, data, off)
+                        except OSError as e:
+                            err = f"write: {e.strerror or e}"
+                        finally:
+                            self._unpin(f)
+                written.append(err)
+            out.append(written)
         return out
 
     def _fetch_and_write(self, jobs: Sequence[_Job]) -> None:
-        inflight: dict[cf.Future[list[bytes | str]], _Job] = {}
+        inflight: dict[cf.Future[list[list[str | None] | str]], _Job] = {}
         it = iter(jobs)
         limit = self.workers + 1  # bounds memory: each job holds up to MAX_READ + MAX_PLAIN bytes
 
@@ -903,29 +1014,131 @@ class _Restorer:
             if f.state == _PENDING:
                 self._fail(f, "internal error: content incomplete")
 
-    def _write(self, job: _Job, results: list[bytes | str]) -> None:
-        sparse = self.opts.sparse
+    # ---------------------------------------------------------------- phase B in worker processes
+    def _processes(self) -> int:
+        """How many worker processes write the content: 0 for threads in this process.
+
+        Processes pay off once there is enough to write (``COFFER_RESTORE_PROCESS_THRESHOLD``
+        bytes, 32 MiB by default); ``COFFER_RESTORE_PROCESSES=0`` keeps everything in threads."""
+        n = _env_int("COFFER_RESTORE_PROCESSES", min(4, os.cpu_count() or 1))
+        if n < 2 or self.repo.backend_recipe is None:
+            return 0
+        pending = [f for f in self.data_files if f.state == _PENDING]
+        if len(pending) < 2 or sum(f.size for f in pending) < _env_int("COFFER_RESTORE_PROCESS_THRESHOLD", 32 << 20):
+            return 0
+        return min(n, len(pending))
+
+    def _write_in_processes(self, n: int) -> None:
+        """Hand contiguous shares of the files to ``n`` worker processes; finish what they report."""
+        from multiprocessing.connection import wait
+
+        from coffer.engine.workerpool import spawn_worker
+
+        files = [f for f in self.data_files if f.state == _PENDING]
+        # Contiguous pieces (files that share packs stay together), dealt out in turn: one worker
+        # getting all the small files (whose cost is per file, not per byte) would finish last.
+        total = sum(f.size + _FILE_COST for f in files)
+        pieces = min(len(files), _PIECES_PER_WORKER * n)
+        shares: list[list[_Item]] = [[] for _ in range(n)]
+        acc = k = 0
+        for f in files:
+            while k < pieces - 1 and acc >= total * (k + 1) // pieces:
+                k += 1
+            shares[k % n].append(f)
+            acc += f.size + _FILE_COST
+        repo = self.repo
+        base = {"recipe": repo.backend_recipe, "key": repo.key, "config": repo.config, "key_id": repo.key_id,
+                "opts": dataclasses.replace(self.opts, verify=False)}
+        procs = []
+        try:
+            for share in (s for s in shares if s):
+                popen, out, inp = spawn_worker("coffer.engine.restore_worker")
+                procs.append((popen, out, inp, share))
+                # Plain tuples, not Node/PackedBlob objects: pickling dataclasses costs as much as
+                # the whole planning did.
+                dirs: dict[_Dir, int] = {}
+                dir_comps: list[list[bytes]] = []
+                msg_files = []
+                blobs: dict[bytes, tuple[bytes, int, int, int]] = {}
+                for f in share:
+                    di = dirs.get(f.parent)
+                    if di is None:
+                        di = dirs[f.parent] = len(dir_comps)
+                        comps: list[bytes] = []
+                        cur: _Dir | None = f.parent
+                        while cur is not None and cur.parent is not None:
+                            comps.append(cur.name)
+                            cur = cur.parent
+                        dir_comps.append(comps[::-1])
+                    nd = f.node
+                    for r in f.blobs or ():
+                        b = r.blob
+                        blobs[b.id] = (r.pack_id, b.offset, b.length, b.uncompressed_length)
+                    msg_files.append((di, f.name, f.loc, (nd.mode, nd.uid, nd.gid, nd.mtime, nd.atime, nd.xattrs),
+                                      nd.content))
+                out.send({**base, "dirs": dir_comps, "files": msg_files, "blobs": blobs})
+            live = {inp: (popen, share) for popen, _, inp, share in procs}
+            while live:
+                for conn in wait(list(live)):
+                    assert isinstance(conn, Connection)
+                    popen, share = live[conn]
+                    try:
+                        msg = conn.recv()
+                    except (EOFError, OSError):
+                        rc = popen.wait()
+                        why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
+                        self._fail_share(share, f"restore worker process {popen.pid} died ({why})")
+                        del live[conn]
+                        continue
+                    if msg[0] == "files":
+                        _, done, nbytes, errs = msg
+                        for loc, text in errs:
+                            self.error(loc, text)
+                        self.progress.add_bytes(nbytes)
+                        for idx, err in done:
+                            f = share[idx]
+                            if f.state != _PENDING:
+                                continue
+                            if err is None:
+                                self._done(f)
+                            else:
+                                self._fail(f, err, report=False)  # the worker sent its message
+                    else:
+                        if msg[0] == "error":
+                            self._fail_share(share, f"restore worker process {popen.pid}: {msg[1]}")
+                        del live[conn]
+        finally:
+            for popen, out, inp, _ in procs:
+                if popen.poll() is None and any(f.state == _PENDING for f in _):
+                    popen.kill()
+                out.close()
+                inp.close()
+                popen.wait()
+
+    def _fail_share(self, share: list[_Item], msg: str) -> None:
+        for f in share:
+            self._fail(f, msg)
+
+    def _write(self, job: _Job, results: list[list[str | None] | str]) -> None:
+        """Account for what a worker wrote: finish files whose content is complete, fail others."""
         add_bytes = self.progress.add_bytes
-        for r, data in zip(job.reqs, results):
-            if isinstance(data, str):
+        for r, res in zip(job.reqs, results):
+            if isinstance(res, str):
                 for f, _ in r.targets:
-                    self._fail(f, data)
+                    self._fail(f, res)
                 continue
-            n = len(data)
-            skip = sparse and n > 0 and data[0] == 0 and data[-1] == 0 and data == bytes(n)
-            for f, off in r.targets:
+            n = r.blob.plain_length
+            for (f, _), err in zip(r.targets, res):
                 if f.state != _PENDING:
                     continue
-                if not skip:
-                    try:
-                        _pwrite_all(self._file_fd(f), data, off)
-                    except OSError as e:
-                        self._fail(f, f"write: {e.strerror or e}")
-                        continue
+                if err is not None:
+                    self._fail(f, err)
+                    continue
                 add_bytes(n)
                 f.remaining -= 1
                 if f.remaining == 0:
                     self._finish_file(f)
+        self._trim_fds()
 
     # ---------------------------------------------------------------- verify
     def _verify(self) -> None:
@@ -1000,6 +1213,14 @@ def _verify_file(dfd: int, name: bytes, size: int, blobs: list[tuple[bytes, int]
     finally:
         os.close(fd)
     return None
+
+
+def _env_int(name: str, default: int) -> int:
+    v = os.environ.get(name, "").strip()
+    try:
+        return int(v) if v else default
+    except ValueError:
+        raise RestoreError(f"{name} must be an integer, got {v!r}") from None
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

@@ -43,6 +43,25 @@ class FileResult:
 OnResult = Callable[[Any, FileResult], None]
 
 
+def spawn_worker(module: str) -> tuple[subprocess.Popen[bytes], Connection, Connection]:
+    """Start ``python -m module REQ_FD RES_FD PARENT_PID``: its process, our sending end, our receiving end."""
+    req_r, req_w = os.pipe()
+    res_r, res_w = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module, str(req_r), str(res_w), str(os.getpid())],
+            pass_fds=(req_r, res_w), stdin=subprocess.DEVNULL, close_fds=True,
+        )
+    except BaseException:
+        os.close(req_w)
+        os.close(res_r)
+        raise
+    finally:
+        os.close(req_r)
+        os.close(res_w)
+    return popen, Connection(req_w, readable=False), Connection(res_r, writable=False)
+
+
 class _Proc:
     def __init__(self, n: int) -> None:
         self.n = n
@@ -52,18 +71,7 @@ class _Proc:
         self.batch_bytes = 0
         self.flushed = threading.Event()
         self.send_lock = threading.Lock()
-        req_r, req_w = os.pipe()
-        res_r, res_w = os.pipe()
-        try:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "coffer.engine.backup_worker", str(req_r), str(res_w), str(os.getpid())],
-                pass_fds=(req_r, res_w), stdin=subprocess.DEVNULL, close_fds=True,
-            )
-        finally:
-            os.close(req_r)
-            os.close(res_w)
-        self.out = Connection(req_w, readable=False)
-        self.inp = Connection(res_r, writable=False)
+        self.popen, self.out, self.inp = spawn_worker("coffer.engine.backup_worker")
 
     def send(self, msg: tuple[Any, ...]) -> None:
         with self.send_lock:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -18,6 +18,7 @@ from coffer import env
 from coffer.errors import (
     BackendError,
     BlobNotFound,
+    CofferError,
     FormatError,
     IntegrityError,
     NoKeyFound,
@@ -42,6 +43,8 @@ MAX_KEYS_TRIED = 20
 DEFAULT_PACK_SIZE = 16 * 1024 * 1024
 INDEX_MAX_BLOBS = 50_000
 MAX_UNPACKED_FILE = 256 * 1024 * 1024
+_MERGE_GAP = 64 * 1024  # read neighbouring small blobs of one pack in one request ...
+_MERGE_MAX = 4 * 1024 * 1024  # ... up to this many bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +262,78 @@ class Repository:
 
     def load_tree(self, tree_id: bytes) -> list[tree.Node]:
         return tree.decode_tree(self.load_blob(BlobType.TREE, tree_id))
+
+    def load_trees(self, tree_ids: Sequence[bytes]) -> list[list[tree.Node] | CofferError]:
+        """Many trees at once, each its nodes or why it cannot be read (thread-safe).
+
+        Tree blobs are small and packed side by side: reading neighbours in one request instead
+        of one request per tree is what makes walking tens of thousands of directories cheap."""
+        self._require_index()
+        out: list[list[tree.Node] | CofferError] = []
+        items: list[tuple[bytes, PackedBlob]] = []
+        where: list[int] = []
+        lookup = self.index.lookup
+        for tid in tree_ids:
+            loc = lookup(BlobType.TREE, tid)
+            if loc is None:
+                out.append(BlobNotFound(f"tree blob {tid.hex()} not found in the index"))
+                continue
+            where.append(len(out))
+            out.append(FormatError("not loaded"))
+            items.append((loc.pack_id, loc.blob))
+        for i, (pid, b), raw in zip(where, items, self.load_raw_blobs(items)):
+            if isinstance(raw, BackendError):
+                out[i] = raw
+                continue
+            try:
+                out[i] = tree.decode_tree(self.decode_blob(pid, b, raw))
+            except CofferError as e:
+                out[i] = e
+        return out
+
+    def load_raw_blobs(self, items: Sequence[tuple[bytes, PackedBlob]]) -> list[memoryview | BackendError]:
+        """The stored (still encrypted) bytes of each ``(pack ID, blob)``, in the order given.
+
+        Blobs of one pack that lie close together are read in one request (up to _MERGE_MAX
+        bytes, holes up to _MERGE_GAP); when such a request fails, its blobs are retried one by one
+        so that one bad range does not hide its readable neighbours."""
+        out: list[memoryview | BackendError] = [ObjectNotFound("not loaded")] * len(items)
+        order = sorted(range(len(items)), key=lambda i: (items[i][0], items[i][1].offset))
+        run: list[int] = []
+        start = end = 0
+        for i in order:
+            pid, b = items[i]
+            if run and pid == items[run[0]][0] and 0 <= b.offset - end <= _MERGE_GAP \
+                    and b.offset + b.length - start <= _MERGE_MAX:
+                run.append(i)
+                end = b.offset + b.length
+                continue
+            if run:
+                self._load_run(items, run, start, end, out)
+            run, start, end = [i], b.offset, b.offset + b.length
+        if run:
+            self._load_run(items, run, start, end, out)
+        return out
+
+    def _load_run(
+        self, items: Sequence[tuple[bytes, PackedBlob]], run: list[int], start: int, end: int,
+        out: list[memoryview | BackendError],
+    ) -> None:
+        h = Handle(FileType.PACK, items[run[0]][0].hex())
+        try:
+            raw = memoryview(self.backend.load(h, start, end - start))
+        except BackendError as e:
+            if len(run) == 1 or isinstance(e, ObjectNotFound):
+                for i in run:
+                    out[i] = e
+            else:  # e.g. a truncated pack: find out blob by blob which ones are still readable
+                for i in run:
+                    b = items[i][1]
+                    self._load_run(items, [i], b.offset, b.offset + b.length, out)
+            return
+        for i in run:
+            b = items[i][1]
+            out[i] = raw[b.offset - start : b.offset - start + b.length]
 
     def read_pack_header(self, pack_id: bytes, size: int | None = None) -> PackHeader:
         """Decode a pack's own header (ground truth, independent of the index)."""

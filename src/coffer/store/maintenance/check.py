@@ -413,8 +413,6 @@ def _bkey(t: BlobType, blob_id: bytes) -> bytes:
 _Ref = tuple[bytes, str]  # (snapshot ID, path inside it)
 _TreeJob = tuple[bytes, _Ref, bytes, PackedBlob]  # tree ID, first referrer, pack ID, where in the pack
 _TREE_BATCH = 64  # trees per worker task: few thread hand-offs, still parallel for remote backends
-_MERGE_GAP = 64 * 1024  # read neighbouring tree blobs of one pack in one request ...
-_MERGE_MAX = 4 * 1024 * 1024  # ... up to this many bytes
 
 
 @dataclass(slots=True)
@@ -454,49 +452,21 @@ class _TreeWalker:
     # Runs in a worker thread: read a batch of tree blobs (adjacent ones in one request), verify
     # and decode them. One result per job, in order: the nodes, or why the tree cannot be read.
     def _load_batch(self, batch: list[_TreeJob]) -> list[list[tree.Node] | Exception]:
-        results: list[list[tree.Node] | Exception] = [FormatError("not loaded")] * len(batch)
-        order = sorted(range(len(batch)), key=lambda i: (batch[i][2], batch[i][3].offset))
-        run: list[int] = []
-        for i in order:
-            if run:
-                first, last = batch[run[0]], batch[run[-1]]
-                pid, b = batch[i][2], batch[i][3]
-                start, end = first[3].offset, last[3].offset + last[3].length
-                if pid == first[2] and 0 <= b.offset - end <= _MERGE_GAP and b.offset + b.length - start <= _MERGE_MAX:
-                    run.append(i)
-                    continue
-                self._load_run(batch, run, results)
-            run = [i]
-        if run:
-            self._load_run(batch, run, results)
-        return results
-
-    def _load_run(self, batch: list[_TreeJob], run: list[int], results: list[list[tree.Node] | Exception]) -> None:
-        pid = batch[run[0]][2]
-        start = batch[run[0]][3].offset
-        last = batch[run[-1]][3]
-        h = Handle(FileType.PACK, pid.hex())
-        try:
-            raw = self.repo.backend.load(h, start, last.offset + last.length - start)
-        except BackendError as e:
-            if len(run) == 1 or isinstance(e, ObjectNotFound):
-                for i in run:
-                    results[i] = e
-            else:  # e.g. a truncated pack: find out tree by tree which ones are still readable
-                for i in run:
-                    self._load_run(batch, [i], results)
-            return
-        mv = memoryview(raw)
-        for i in run:
-            b = batch[i][3]
-            plain = _verify_blob(self.repo.key, b, mv[b.offset - start : b.offset - start + b.length])
+        results: list[list[tree.Node] | Exception] = []
+        raws = self.repo.load_raw_blobs([(pid, b) for _, _, pid, b in batch])
+        for (_, _, _, b), raw in zip(batch, raws):
+            if isinstance(raw, BackendError):
+                results.append(raw)
+                continue
+            plain = _verify_blob(self.repo.key, b, raw)
             if isinstance(plain, str):
-                results[i] = FormatError(plain)
+                results.append(FormatError(plain))
                 continue
             try:
-                results[i] = tree.decode_tree(plain)
+                results.append(tree.decode_tree(plain))
             except FormatError as e:
-                results[i] = e
+                results.append(e)
+        return results
 
     def run(self, snapshots: list[Snapshot]) -> None:
         queue = self._queue

@@ -1,0 +1,129 @@
+"""The restore's worker processes: the same files and metadata as the threads, one report per
+problem, and no harm when one dies.
+
+Every test forces the workers on (``COFFER_RESTORE_PROCESS_THRESHOLD=0``); by default they start
+only when there are 32 MiB of content to write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from coffer.store.backend.local import LocalBackend
+from coffer.store.format.pack import BlobType
+from coffer.store.repository import Repository
+from conftest import COFFER, PASSWORD, Runner, _env
+from helpers.procs import child_pids
+from helpers.sourcetree import make_tree, write_random, write_text
+from helpers.treecompare import assert_trees_equal
+
+pytestmark = pytest.mark.restic
+
+WORKERS = {"COFFER_RESTORE_PROCESS_THRESHOLD": "0", "COFFER_RESTORE_PROCESSES": "2"}
+THREADS = {"COFFER_RESTORE_PROCESSES": "0"}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    r = tmp_path / "repo"
+    Repository.init(LocalBackend(str(r)), PASSWORD)
+    return r
+
+
+def source(root: Path) -> Path:
+    """Directories whose files end up with different workers, hard links between them, shared
+    content, multi-chunk files, and the metadata variety of make_tree."""
+    make_tree(root)
+    for d in range(6):
+        sub = root / f"dir{d}"
+        sub.mkdir()
+        for f in range(30):
+            write_text(sub / f"f{f}.txt", 500 + 61 * f, seed=f)  # the same content in every directory
+        write_random(sub / "own.bin", 30_000 + d, seed=200 + d)
+        os.utime(sub, ns=(1_600_000_000_123_456_789 + d, 1_600_000_000_123_456_789 + d))
+    write_random(root / "large.bin", 5 * 1024 * 1024 + 3, seed=9)
+    os.link(root / "dir0" / "own.bin", root / "dir5" / "linked-own.bin")  # a hard link across shares
+    os.setxattr(root / "dir4" / "f7.txt", "user.restore", b"set by a worker")
+    os.chmod(root / "dir2" / "f3.txt", 0o640)
+    return root
+
+
+def test_workers_restore_what_threads_and_restic_restore(
+    tmp_path: Path, repo: Path, coffer: Runner, restic: Runner
+) -> None:
+    src = source(tmp_path / "src")
+    coffer("backup", "src", repo=repo, cwd=tmp_path)
+    log = tmp_path / "sites"
+    coffer("restore", "latest", "--target", str(tmp_path / "w"), repo=repo,
+           env={**WORKERS, "COFFER_FAILPOINT_LOG": str(log)})
+    assert log.read_text().count("restore_worker_file") >= 150, "the workers did not write the files"
+    coffer("restore", "latest", "--target", str(tmp_path / "t"), repo=repo, env=THREADS)
+    restic("restore", "latest", "--target", str(tmp_path / "r"), repo=repo)
+    assert_trees_equal(src, tmp_path / "w" / "src")
+    assert_trees_equal(tmp_path / "t" / "src", tmp_path / "w" / "src")
+    assert_trees_equal(tmp_path / "r" / "src", tmp_path / "w" / "src")
+    a, b = (tmp_path / "w" / "src" / "dir0" / "own.bin").stat(), (tmp_path / "w/src/dir5/linked-own.bin").stat()
+    assert a.st_ino == b.st_ino and a.st_nlink == 2
+    assert not [n for _, _, names in os.walk(tmp_path / "w") for n in names if "coffer-tmp" in n]
+
+
+def test_a_damaged_blob_is_reported_once_and_the_rest_restores(
+    tmp_path: Path, repo: Path, coffer: Runner
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(40):
+        write_random(src / f"f{i:02d}.bin", 20_000 + i, seed=i)
+    coffer("backup", "src", repo=repo, cwd=tmp_path)
+    r = Repository.open(LocalBackend(str(repo)), PASSWORD)
+    r.load_index()
+    loc = r.index.lookup(BlobType.DATA, hashlib.sha256((src / "f17.bin").read_bytes()).digest())
+    assert loc is not None
+    pack = repo / "data" / loc.pack_id.hex()[:2] / loc.pack_id.hex()
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:
+        f.seek(loc.blob.offset + 40)
+        byte = f.read(1)
+        f.seek(loc.blob.offset + 40)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    out = coffer("restore", "latest", "--target", str(tmp_path / "w"), repo=repo, env=WORKERS, check=False)
+    err = out.stderr.decode(errors="replace")
+    assert out.returncode != 0
+    assert err.count("f17.bin") == 1, err
+    restored = sorted(p.name for p in (tmp_path / "w" / "src").iterdir())
+    assert restored == sorted(f"f{i:02d}.bin" for i in range(40) if i != 17)
+    for name in restored:
+        assert (tmp_path / "w" / "src" / name).read_bytes() == (src / name).read_bytes()
+
+
+def test_a_killed_worker_fails_its_files_and_a_rerun_completes(
+    tmp_path: Path, repo: Path, coffer: Runner
+) -> None:
+    """A worker killed from outside (the OOM killer, say): the restore names it and fails, and a
+    second restore into the same target completes and leaves no temporary files."""
+    src = source(tmp_path / "src")
+    coffer("backup", "src", repo=repo, cwd=tmp_path)
+    target = tmp_path / "w"
+    env = _env(repo, PASSWORD, {**WORKERS, "COFFER_FAILPOINT": "restore_worker_file:3=sleep:5"})
+    p = subprocess.Popen([COFFER, "restore", "latest", "--target", str(target)], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while len(kids := child_pids(p.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(kids) >= 2, "the workers never started"
+    time.sleep(1.0)  # both are in their sleep now
+    os.kill(min(kids), signal.SIGKILL)
+    _, err_b = p.communicate(timeout=60)
+    err = err_b.decode(errors="replace")
+    assert p.returncode != 0, err
+    assert "restore worker process" in err and "killed by signal 9" in err, err
+    coffer("restore", "latest", "--target", str(target), repo=repo, env=WORKERS)
+    assert_trees_equal(src, target / "src")
+    assert not [n for _, _, names in os.walk(target) for n in names if "coffer-tmp" in n]
