@@ -38,11 +38,12 @@ Runner = Callable[..., subprocess.CompletedProcess[bytes]]
 
 
 def _env(repo: Path | str | None, password: str | None, extra: dict[str, str] | None) -> dict[str, str]:
-    # COFFER_{BACKUP,RESTORE}_PROCESS* pass through: `COFFER_BACKUP_PROCESS_THRESHOLD=0 pytest` runs
+    # COFFER_{BACKUP,RESTORE,CHECK}_PROCESS* pass through: `COFFER_BACKUP_PROCESS_THRESHOLD=0 pytest` runs
     # every backup through the worker processes, `COFFER_BACKUP_PROCESSES=0 pytest` through threads only.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RESTIC_", "COFFER_")) or k.startswith(("COFFER_BACKUP_PROCESS",
-                                                                         "COFFER_RESTORE_PROCESS"))}
+                                                                         "COFFER_RESTORE_PROCESS",
+                                                                         "COFFER_CHECK_PROCESSES"))}
     env["COFFER_HOSTNAME"] = "testhost"
     if repo is not None:
         env["RESTIC_REPOSITORY"] = str(repo)

@@ -34,21 +34,26 @@ from __future__ import annotations
 import concurrent.futures as cf
 import gc
 import hashlib
+import multiprocessing
+import os
 import random
 import re
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Literal
 
-from coffer.errors import BackendError, FormatError, ObjectNotFound, UsageError
-from coffer.store.backend.base import FileType, Handle
+from coffer.errors import BackendError, CofferError, FormatError, ObjectNotFound, UsageError
+from coffer.store.backend.base import Backend, FileType, Handle
 from coffer.store.format import compression, crypto, pack, tree
 from coffer.store.format.index import IndexFile
 from coffer.store.format.pack import BlobType, PackedBlob
 from coffer.store.format.snapshot import Snapshot
 from coffer.store.master_index import MasterIndex
 from coffer.store.repository import Repository
+from coffer.util.failpoints import failpoint
 
 Severity = Literal["error", "warning", "info"]
 
@@ -306,16 +311,33 @@ def check(
     missing = _check_pack_files(repo, ci, out)
 
     phase("check snapshots, trees and blobs")
-    walker = _TreeWalker(repo, ci, missing, out)
+    tree_out: list[Finding] = []
+    data_out: list[Finding] = []
+    walker = _TreeWalker(repo, ci, missing, tree_out)
+    chosen: list[bytes] = []
+    procs = 0
+    if read_data or subset is not None:
+        all_packs = ci.pack_sizes()
+        chosen = sorted(all_packs) if subset is None else subset.select(all_packs, rng)
+        chosen = [p for p in chosen if p not in missing]  # already reported as missing
+        procs = _verify_processes(repo, sum(all_packs.get(p, 0) for p in chosen))
     # The walk makes millions of short-lived objects and no cycles: the cyclic collector would
     # rescan the whole index on every pass for nothing.
     gc_on = gc.isenabled()
     gc.disable()
     try:
-        walker.run(snapshots)
+        if procs:
+            # Pack verification in worker processes that read the packs themselves, side by side
+            # with the tree walk here: the walk is interpreter work, the verification C code, and
+            # neither waits for the other's GIL.
+            res.packs_read, res.bytes_read = _walk_beside_processes(
+                repo, ci, walker, snapshots, chosen, procs, data_out, on_pack_done, phase)
+        else:
+            walker.run(snapshots)
     finally:
         if gc_on:
             gc.enable()
+    out.extend(tree_out)
     res.trees = walker.trees
     res.data_blobs = walker.data_blobs
     res.unused_blobs = max(0, len(ci.blobs) - walker.used_in_index)
@@ -325,13 +347,10 @@ def check(
         out.append(Finding("info", "blobs_unused", "repository",
                            f"{res.unused_blobs} blobs in the index are not used by any snapshot{note}"))
 
-    if read_data or subset is not None:
+    if (read_data or subset is not None) and not procs:
         phase("read data")
-        all_packs = ci.pack_sizes()
-        chosen = sorted(all_packs) if subset is None else subset.select(all_packs, rng)
-        chosen = [p for p in chosen if p not in missing]  # already reported as missing
-        nread, nbytes = _read_packs(repo, ci, chosen, out, on_pack_done)
-        res.packs_read, res.bytes_read = nread, nbytes
+        res.packs_read, res.bytes_read = _read_packs(repo, ci, chosen, data_out, on_pack_done)
+    out.extend(data_out)
     return res
 
 
@@ -444,6 +463,7 @@ class _TreeWalker:
         self.used_in_index = 0
         self.incomplete = False
         self._queue: deque[_TreeJob] = deque()
+        self.cancelled = False  # set from another thread: stop after the loads in flight
 
     @property
     def data_blobs(self) -> int:
@@ -478,7 +498,7 @@ class _TreeWalker:
         futures: dict[cf.Future[list[list[tree.Node] | Exception]], list[_TreeJob]] = {}
         with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check-tree") as ex:
             try:
-                while queue or futures:
+                while (queue or futures) and not self.cancelled:
                     while queue and len(futures) < slots:
                         # Spread a small frontier over the free workers; batch a wide one.
                         n = min(_TREE_BATCH, -(-len(queue) // (slots - len(futures))))
@@ -626,9 +646,9 @@ def _read_packs(
 ) -> tuple[int, int]:
     """Verify the packs in a thread pool, at most two per worker in flight (memory stays bounded).
 
-    Verifying in worker processes instead (the packs' bytes sent over a pipe) was measured on the
-    2 GiB benchmark repository and was not faster: the hashing, MAC, AES and zstd already run
-    without the interpreter lock, and the copy to another process costs what the lock did."""
+    Used for small reads and when the repository cannot be reopened in another process; large
+    reads go to worker processes beside the tree walk (_walk_beside_processes). Worker processes
+    *after* the walk, fed the packs' bytes over a pipe, were measured not faster than this."""
     workers = _workers(repo)
     todo = deque(pack_ids)
     nread = nbytes = 0
@@ -655,23 +675,114 @@ def _read_packs(
     return nread, nbytes
 
 
+PROCESS_MIN_BYTES = 64 * 1024 * 1024  # below this, worker processes cost more than they save
+
+
+def _verify_processes(repo: Repository, total_bytes: int) -> int:
+    """Worker processes for ``--read-data`` (``COFFER_CHECK_PROCESSES`` overrides; 0 = threads)."""
+    if repo.backend_recipe is None:
+        return 0
+    v = os.environ.get("COFFER_CHECK_PROCESSES", "").strip()
+    if v:
+        try:
+            return max(0, int(v))
+        except ValueError:
+            raise UsageError(f"COFFER_CHECK_PROCESSES must be an integer, got {v!r}") from None
+    cores = os.cpu_count() or 1
+    return cores if cores > 1 and total_bytes >= PROCESS_MIN_BYTES else 0
+
+
+def _walk_beside_processes(
+    repo: Repository, ci: CheckIndex, walker: _TreeWalker, snapshots: list[Snapshot], pack_ids: list[bytes],
+    procs: int, out: list[Finding], on_pack_done: Callable[[bytes, int], None] | None,
+    phase: Callable[[str], None],
+) -> tuple[int, int]:
+    walk_error: list[BaseException] = []
+
+    def walk() -> None:
+        try:
+            walker.run(snapshots)
+        except BaseException as e:
+            walk_error.append(e)
+
+    recipe = repo.backend_recipe
+    assert recipe is not None
+    ctx = multiprocessing.get_context("spawn")  # the lock refresher thread runs: no fork
+    pool = cf.ProcessPoolExecutor(procs, mp_context=ctx, initializer=_init_verifier,
+                                  initargs=(recipe, repo.key, repo.version))
+    t = threading.Thread(target=walk, name="check-walk", daemon=True)
+    t.start()
+    todo = deque(pack_ids)
+    nread = nbytes = 0
+    futures: dict[cf.Future[tuple[list[Finding], int]], bytes] = {}
+    try:
+        phase("read data")
+        while todo or futures:
+            while todo and len(futures) < 2 * procs:
+                pid = todo.popleft()
+                futures[pool.submit(_verify_in_worker, pid, ci.packs.get(pid))] = pid
+            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                pid = futures.pop(fut)
+                try:
+                    findings, size = fut.result()
+                except BrokenProcessPool:
+                    raise CofferError("a pack verification worker process died", hint="run check again") from None
+                out.extend(findings)
+                if size:
+                    nread += 1
+                    nbytes += size
+                if on_pack_done is not None:
+                    on_pack_done(pid, size)
+    except BaseException:
+        walker.cancelled = True  # stop the walk too, then let the error through
+        pool.shutdown(wait=True, cancel_futures=True)
+        t.join()
+        raise
+    pool.shutdown(wait=True)
+    t.join()
+    if walk_error:
+        raise walk_error[0]
+    return nread, nbytes
+
+
+_VERIFIER: tuple[Backend, crypto.CryptoKey, int] | None = None
+
+
+def _init_verifier(recipe: tuple[str, dict[str, str], bool], key: crypto.CryptoKey, version: int) -> None:
+    global _VERIFIER
+    from coffer.store.backend.registry import open_backend
+
+    _VERIFIER = (open_backend(recipe[0], recipe[1]), key, version)
+
+
+def _verify_in_worker(pack_id: bytes, entries: list[PackedBlob] | None) -> tuple[list[Finding], int]:
+    assert _VERIFIER is not None
+    failpoint("check_worker_pack")
+    backend, key, version = _VERIFIER
+    loaded = _load_pack(backend, pack_id, entries)
+    if isinstance(loaded, list):
+        return loaded, 0
+    return verify_pack_data(key, version, pack_id, loaded, entries)
+
+
 def verify_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | None) -> tuple[list[Finding], int]:
     """Read one pack whole and verify it against its name, its header and the index ``entries``.
 
     Returns the findings (one error per bad pack, listing the reasons and the affected blobs) and
     the number of bytes read. ``entries`` is None for a pack that no index names.
     """
-    loaded = _load_pack(repo, pack_id, entries)
+    loaded = _load_pack(repo.backend, pack_id, entries)
     if isinstance(loaded, list):
         return loaded, 0
     return verify_pack_data(repo.key, repo.version, pack_id, loaded, entries)
 
 
-def _load_pack(repo: Repository, pack_id: bytes, entries: list[PackedBlob] | None) -> bytes | list[Finding]:
+def _load_pack(backend: Backend, pack_id: bytes, entries: list[PackedBlob] | None) -> bytes | list[Finding]:
     hexid = pack_id.hex()
     obj = f"pack/{hexid}"
     try:
-        return repo.backend.load(Handle(FileType.PACK, hexid))
+        return backend.load(Handle(FileType.PACK, hexid))
     except ObjectNotFound:
         return [Finding("error", "pack_missing", obj, f"pack {hexid}: does not exist",
                         blobs=tuple(b.id.hex() for b in entries or ()))]
