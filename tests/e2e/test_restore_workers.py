@@ -127,3 +127,35 @@ def test_a_killed_worker_fails_its_files_and_a_rerun_completes(
     coffer("restore", "latest", "--target", str(target), repo=repo, env=WORKERS)
     assert_trees_equal(src, target / "src")
     assert not [n for _, _, names in os.walk(target) for n in names if "coffer-tmp" in n]
+
+
+def test_verify_and_sparse_through_the_workers(tmp_path: Path, repo: Path, coffer: Runner) -> None:
+    src = source(tmp_path / "src")
+    with open(src / "holey.img", "wb") as f:  # 4 MiB of zeros around 1 MiB of data
+        f.seek(2 * 1024 * 1024)
+        f.write(os.urandom(1024 * 1024))
+        f.truncate(7 * 1024 * 1024)
+    coffer("backup", "src", repo=repo, cwd=tmp_path)
+    log = tmp_path / "sites"
+    out = coffer("restore", "latest", "--target", str(tmp_path / "w"), "--verify", "--sparse", repo=repo,
+                 env={**WORKERS, "COFFER_FAILPOINT_LOG": str(log)})
+    assert "restore_worker_file" in log.read_text()
+    inodes = {p.stat().st_ino for p in src.rglob("*") if p.is_file() and not p.is_symlink()}
+    text = (out.stdout + out.stderr).decode()
+    assert f"finished verifying {len(inodes)} files" in text, text
+    assert_trees_equal(src, tmp_path / "w" / "src")
+    restored = tmp_path / "w" / "src" / "holey.img"
+    assert restored.stat().st_blocks * 512 < 3 * 1024 * 1024  # the zeros are holes
+
+
+def test_workers_started_early_and_not_needed_end_quietly(tmp_path: Path, repo: Path, coffer: Runner) -> None:
+    """The workers start while the plan is read; an include that leaves one file closes them."""
+    src = source(tmp_path / "src")
+    coffer("backup", "src", repo=repo, cwd=tmp_path)
+    log = tmp_path / "sites"
+    coffer("restore", "latest", "--target", str(tmp_path / "w"), "--include", "/src/dir2/f3.txt", repo=repo,
+           env={**WORKERS, "COFFER_FAILPOINT_LOG": str(log)})
+    assert not log.exists() or "restore_worker_file" not in log.read_text()
+    got = [str(p.relative_to(tmp_path / "w")) for p in (tmp_path / "w").rglob("*") if p.is_file()]
+    assert got == ["src/dir2/f3.txt"]
+    assert (tmp_path / "w/src/dir2/f3.txt").read_bytes() == (src / "dir2" / "f3.txt").read_bytes()

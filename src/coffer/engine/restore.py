@@ -40,6 +40,7 @@ import re
 import resource
 import secrets
 import stat as st
+import subprocess
 import threading
 import time
 from collections import OrderedDict
@@ -240,6 +241,8 @@ class _Restorer:
         self.data_files: list[_Item] = []
         self.done_files: list[_Item] = []
         self._root_nodes: list[Node] = []
+        self._planned_bytes = 0  # file content seen so far while planning (an estimate: before filters)
+        self._early: list[tuple[subprocess.Popen[bytes], Connection, Connection]] | None = None
 
     # ---------------------------------------------------------------- reporting
     def error(self, loc: str, msg: str) -> None:
@@ -261,15 +264,16 @@ class _Restorer:
             try:
                 self._plan(root)
                 self._create(root)
-                by_pack = self._assign_blobs()
                 procs = self._processes()
                 if procs > 1:
                     self._write_in_processes(procs)
                 else:
-                    self._fetch_and_write(self._make_jobs(by_pack))
+                    self._close_early_workers()
+                    self._fetch_and_write(self._make_jobs(self._assign_blobs()))
                 if self.opts.verify:
                     self._verify()
             finally:
+                self._close_early_workers()
                 self.pool.shutdown(wait=True, cancel_futures=True)  # no worker holds a descriptor now
                 self._cleanup()
         finally:
@@ -317,6 +321,7 @@ class _Restorer:
                     all_dirs.append(sub)
                     to_load.append((sub, subtree))
             level = []
+            self._maybe_start_workers()
             ids = [t for _, t in to_load]
             # A few batches per worker: one hand-off and a few coalesced reads per batch, not per tree.
             step = max(16, min(_TREE_BATCH, -(-len(ids) // (2 * self.workers))))
@@ -379,6 +384,7 @@ class _Restorer:
                 continue  # like restic: sockets are not restored
             elif n.type in ("file", "symlink", "fifo", "dev", "chardev"):
                 d.children.append(_Item(name, n, d, loc))
+                self._planned_bytes += n.size
             else:
                 self.error(loc, f"cannot restore a node of type {n.type!r}")
 
@@ -1015,21 +1021,57 @@ class _Restorer:
                 self._fail(f, "internal error: content incomplete")
 
     # ---------------------------------------------------------------- phase B in worker processes
+    def _process_count(self) -> int:
+        n = _env_int("COFFER_RESTORE_PROCESSES", min(4, os.cpu_count() or 1))
+        return n if n >= 2 and self.repo.backend_recipe is not None else 0
+
+    def _threshold(self) -> int:
+        return _env_int("COFFER_RESTORE_PROCESS_THRESHOLD", 32 << 20)
+
+    def _maybe_start_workers(self) -> None:
+        """Start the worker processes while planning goes on, once the plan holds enough content:
+        their start-up (an interpreter, imports, a backend) then costs no wall time."""
+        if self._early is not None or self._planned_bytes < self._threshold():
+            return
+        n = self._process_count()
+        self._early = []
+        if n:
+            from coffer.engine.workerpool import spawn_worker
+
+            for _ in range(n):
+                self._early.append(spawn_worker("coffer.engine.restore_worker"))
+
+    def _close_early_workers(self) -> None:
+        """Workers started early but given nothing to do: closing their pipe ends them."""
+        early, self._early = self._early, []
+        for popen, out, inp in early or ():
+            out.close()
+            inp.close()
+            if popen.poll() is None:
+                try:
+                    popen.wait(5)
+                except subprocess.TimeoutExpired:
+                    popen.kill()
+                    popen.wait()
+
     def _processes(self) -> int:
         """How many worker processes write the content: 0 for threads in this process.
 
         Processes pay off once there is enough to write (``COFFER_RESTORE_PROCESS_THRESHOLD``
         bytes, 32 MiB by default); ``COFFER_RESTORE_PROCESSES=0`` keeps everything in threads."""
-        n = _env_int("COFFER_RESTORE_PROCESSES", min(4, os.cpu_count() or 1))
-        if n < 2 or self.repo.backend_recipe is None:
+        n = self._process_count()
+        if not n:
             return 0
         pending = [f for f in self.data_files if f.state == _PENDING]
-        if len(pending) < 2 or sum(f.size for f in pending) < _env_int("COFFER_RESTORE_PROCESS_THRESHOLD", 32 << 20):
+        if len(pending) < 2 or sum(f.node.size for f in pending) < self._threshold():
             return 0
         return min(n, len(pending))
 
     def _write_in_processes(self, n: int) -> None:
-        """Hand contiguous shares of the files to ``n`` worker processes; finish what they report."""
+        """Hand contiguous shares of the files to ``n`` worker processes; finish what they report.
+
+        Blob locations are looked up here, straight into the plain tuples the workers get (no
+        per-blob objects: with tens of thousands of files that bookkeeping held the workers up)."""
         from multiprocessing.connection import wait
 
         from coffer.engine.workerpool import spawn_worker
@@ -1037,7 +1079,7 @@ class _Restorer:
         files = [f for f in self.data_files if f.state == _PENDING]
         # Contiguous pieces (files that share packs stay together), dealt out in turn: one worker
         # getting all the small files (whose cost is per file, not per byte) would finish last.
-        total = sum(f.size + _FILE_COST for f in files)
+        total = sum(f.node.size + _FILE_COST for f in files)
         pieces = min(len(files), _PIECES_PER_WORKER * n)
         shares: list[list[_Item]] = [[] for _ in range(n)]
         acc = k = 0
@@ -1045,22 +1087,42 @@ class _Restorer:
             while k < pieces - 1 and acc >= total * (k + 1) // pieces:
                 k += 1
             shares[k % n].append(f)
-            acc += f.size + _FILE_COST
+            acc += f.node.size + _FILE_COST
         repo = self.repo
         base = {"recipe": repo.backend_recipe, "key": repo.key, "config": repo.config, "key_id": repo.key_id,
                 "opts": dataclasses.replace(self.opts, verify=False)}
+        early, self._early = self._early or [], []
         procs = []
+        lookup = repo.index.lookup
+        locs: dict[bytes, tuple[bytes, int, int, int, int]] = {}  # ID -> pack, offset, length, ulen, plain length
         try:
-            for share in (s for s in shares if s):
-                popen, out, inp = spawn_worker("coffer.engine.restore_worker")
-                procs.append((popen, out, inp, share))
+            for share in shares:
                 # Plain tuples, not Node/PackedBlob objects: pickling dataclasses costs as much as
                 # the whole planning did.
                 dirs: dict[_Dir, int] = {}
                 dir_comps: list[list[bytes]] = []
                 msg_files = []
+                sent: list[_Item] = []
                 blobs: dict[bytes, tuple[bytes, int, int, int]] = {}
                 for f in share:
+                    nd = f.node
+                    size = 0
+                    missing = None
+                    for bid in nd.content or ():
+                        loc = locs.get(bid)
+                        if loc is None:
+                            pl = lookup(BlobType.DATA, bid)
+                            if pl is None:
+                                missing = bid
+                                break
+                            b = pl.blob
+                            loc = locs[bid] = (pl.pack_id, b.offset, b.length, b.uncompressed_length, b.plain_length)
+                        blobs[bid] = loc[:4]
+                        size += loc[4]
+                    if missing is not None:
+                        self._fail(f, f"data blob {missing.hex()} is not in the index (missing from the repository)")
+                        continue
+                    f.size = size
                     di = dirs.get(f.parent)
                     if di is None:
                         di = dirs[f.parent] = len(dir_comps)
@@ -1070,13 +1132,16 @@ class _Restorer:
                             comps.append(cur.name)
                             cur = cur.parent
                         dir_comps.append(comps[::-1])
-                    nd = f.node
-                    for r in f.blobs or ():
-                        b = r.blob
-                        blobs[b.id] = (r.pack_id, b.offset, b.length, b.uncompressed_length)
                     msg_files.append((di, f.name, f.loc, (nd.mode, nd.uid, nd.gid, nd.mtime, nd.atime, nd.xattrs),
                                       nd.content))
+                    sent.append(f)
+                if not sent:
+                    continue
+                popen, out, inp = early.pop() if early else spawn_worker("coffer.engine.restore_worker")
+                procs.append((popen, out, inp, sent))
                 out.send({**base, "dirs": dir_comps, "files": msg_files, "blobs": blobs})
+            self._early, early = early, []  # any left over get nothing to do
+            self._close_early_workers()
             live = {inp: (popen, share) for popen, _, inp, share in procs}
             while live:
                 for conn in wait(list(live)):
@@ -1092,8 +1157,8 @@ class _Restorer:
                         continue
                     if msg[0] == "files":
                         _, done, nbytes, errs = msg
-                        for loc, text in errs:
-                            self.error(loc, text)
+                        for loc_, text in errs:
+                            self.error(loc_, text)
                         self.progress.add_bytes(nbytes)
                         for idx, err in done:
                             f = share[idx]
@@ -1108,12 +1173,16 @@ class _Restorer:
                             self._fail_share(share, f"restore worker process {popen.pid}: {msg[1]}")
                         del live[conn]
         finally:
-            for popen, out, inp, _ in procs:
-                if popen.poll() is None and any(f.state == _PENDING for f in _):
+            self._early = early
+            self._close_early_workers()
+            for popen, out, inp, share in procs:
+                if popen.poll() is None and any(f.state == _PENDING for f in share):
                     popen.kill()
                 out.close()
                 inp.close()
                 popen.wait()
+        if self.opts.verify:
+            self._assign_blobs()  # blob lists for _verify (files already failed stay failed)
 
     def _fail_share(self, share: list[_Item], msg: str) -> None:
         for f in share:

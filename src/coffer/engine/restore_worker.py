@@ -117,7 +117,10 @@ class _ShareRestorer(_Restorer):
 
 def serve(inp: Connection, out: Connection) -> int:
     try:
-        setup = inp.recv()
+        try:
+            setup = inp.recv()
+        except EOFError:
+            return 0  # started early, then not needed
         from coffer.engine.backup_worker import open_repo
 
         repo = open_repo(setup)
