@@ -153,6 +153,9 @@ class Archiver:
         self.cancel = threading.Event()
         self.count_totals = True
         self._unmodified = 0
+        # Parent-snapshot trees of the subdirectories of directories being walked, loaded together
+        # (one coalesced read per pack instead of one request per tree); the walker thread's alone.
+        self._prefetched: dict[bytes, list[Node] | CofferError] = {}
         self._unmodified_bytes = 0
         # Worker processes take over the files' data work once the backup proves big enough to
         # repay their start-up (COFFER_BACKUP_PROCESSES=0 keeps everything in this process).
@@ -257,11 +260,27 @@ class Archiver:
     def _prev_children(self, prev: Node | None) -> list[Node] | None:
         if prev is None or prev.type != "dir" or prev.subtree is None:
             return None
+        got = self._prefetched.pop(prev.subtree, None)
         try:
-            return self.repo.load_tree(prev.subtree)
+            if got is None:
+                return self.repo.load_tree(prev.subtree)
+            if isinstance(got, CofferError):
+                raise got
+            return got
         except CofferError as e:
             self._warn("", f"cannot load tree {prev.subtree.hex()[:8]} of the parent snapshot: {e}", "scan")
             return None
+
+    def _prefetch(self, items: list[_Entry], prev_map: dict[bytes, Node]) -> None:
+        """Load the parent trees of this directory's subdirectories in one go."""
+        ids = []
+        for name, _, _, s in items:
+            if not isinstance(s, OSError) and st.S_ISDIR(s.st_mode):
+                prev = prev_map.get(name)
+                if prev is not None and prev.type == "dir" and prev.subtree is not None:
+                    ids.append(prev.subtree)
+        if len(ids) > 1:
+            self._prefetched.update(zip(ids, self.repo.load_trees(ids)))
 
     # ------------------------------------------------------------------ the walk
     def run(self) -> BackupResult:
@@ -516,6 +535,8 @@ class Archiver:
             d.slots = [None] * len(items)
             d.pending += len(items)
         prev_map = {n.name: n for n in d.prev_nodes} if d.prev_nodes else None
+        if prev_map:
+            self._prefetch(items, prev_map)
         for i, (name, path, vdir, s) in enumerate(items):
             if isinstance(s, OSError):
                 self._warn(path, f"{s.strerror}", "archival")

@@ -504,7 +504,9 @@ class _Restorer:
             fd = os.open(f.tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         self.file_fds[f] = fd
         if len(self.file_fds) > FILE_FD_CACHE and threading.get_ident() == self.main_thread:
-            for old in [o for o in self.file_fds if not o.pins][: len(self.file_fds) - FILE_FD_CACHE]:
+            # Never the one just opened: with pinned files in the cache it could be among the oldest
+            # unpinned ones, and the caller is about to use it.
+            for old in [o for o in self.file_fds if not o.pins and o is not f][: len(self.file_fds) - FILE_FD_CACHE]:
                 os.close(self.file_fds.pop(old))
         return fd
 

@@ -76,6 +76,11 @@ def _parse_float(s: str) -> float:
     return f
 
 
+# One decoder for every document: json.loads with hooks builds a new decoder (and scanner) per call,
+# which showed in profiles of the parent-tree walk (tens of thousands of small trees).
+_DECODER = json.JSONDecoder(parse_float=_parse_float, parse_constant=_reject_constant)
+
+
 def loads(data: bytes | str, what: str) -> Any:
     """Parse JSON from repository data, turning every failure into a FormatError."""
     from coffer.errors import FormatError
@@ -83,6 +88,10 @@ def loads(data: bytes | str, what: str) -> Any:
     if len(data) > MAX_JSON:
         raise FormatError(f"{what}: JSON document too large ({len(data)} bytes)")
     try:
-        return json.loads(data, parse_float=_parse_float, parse_constant=_reject_constant)
+        if isinstance(data, str):
+            if data.startswith("\ufeff"):
+                raise ValueError("Unexpected UTF-8 BOM (decode using utf-8-sig)")
+            return _DECODER.decode(data)
+        return _DECODER.decode(data.decode(json.detect_encoding(data), "surrogatepass"))  # as json.loads does
     except (ValueError, RecursionError, UnicodeDecodeError) as e:
         raise FormatError(f"{what}: invalid JSON: {str(e)[:200]}") from None
