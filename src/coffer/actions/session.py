@@ -37,8 +37,11 @@ class RepoAccess:
 
 def compression_level(mode: str) -> int | None:
     from coffer.errors import UsageError
+    from coffer.store.format import compression
 
-    levels: dict[str, int | None] = {"auto": 3, "off": None, "fastest": 1, "max": 19, "better": 7}
+    levels: dict[str, int | None] = {
+        "auto": compression.DEFAULT_LEVEL, "off": None, "fastest": 1, "max": 19, "better": 7,
+    }
     if mode not in levels:
         raise UsageError(f"invalid compression mode {mode!r} (use auto, off, fastest, better or max)")
     return levels[mode]
