@@ -1037,11 +1037,19 @@ class _Restorer:
             return
         n = self._process_count()
         self._early = []
-        if n:
-            from coffer.engine.workerpool import spawn_worker
+        for _ in range(n):
+            self._early.append(self._spawn_worker())
 
-            for _ in range(n):
-                self._early.append(spawn_worker("coffer.engine.restore_worker"))
+    def _spawn_worker(self) -> tuple[subprocess.Popen[bytes], Connection, Connection]:
+        """Start a worker and tell it at once how to open the repository: it connects (an S3
+        client, say) while this process still plans; its share follows in a second message."""
+        from coffer.engine.workerpool import spawn_worker
+
+        repo = self.repo
+        popen, out, inp = spawn_worker("coffer.engine.restore_worker")
+        out.send({"recipe": repo.backend_recipe, "key": repo.key, "config": repo.config, "key_id": repo.key_id,
+                  "opts": dataclasses.replace(self.opts, verify=False)})
+        return popen, out, inp
 
     def _close_early_workers(self) -> None:
         """Workers started early but given nothing to do: closing their pipe ends them."""
@@ -1076,8 +1084,6 @@ class _Restorer:
         per-blob objects: with tens of thousands of files that bookkeeping held the workers up)."""
         from multiprocessing.connection import wait
 
-        from coffer.engine.workerpool import spawn_worker
-
         files = [f for f in self.data_files if f.state == _PENDING]
         # Contiguous pieces (files that share packs stay together), dealt out in turn: one worker
         # getting all the small files (whose cost is per file, not per byte) would finish last.
@@ -1091,8 +1097,6 @@ class _Restorer:
             shares[k % n].append(f)
             acc += f.node.size + _FILE_COST
         repo = self.repo
-        base = {"recipe": repo.backend_recipe, "key": repo.key, "config": repo.config, "key_id": repo.key_id,
-                "opts": dataclasses.replace(self.opts, verify=False)}
         early, self._early = self._early or [], []
         procs = []
         lookup = repo.index.lookup
@@ -1139,9 +1143,9 @@ class _Restorer:
                     sent.append(f)
                 if not sent:
                     continue
-                popen, out, inp = early.pop() if early else spawn_worker("coffer.engine.restore_worker")
+                popen, out, inp = early.pop() if early else self._spawn_worker()
                 procs.append((popen, out, inp, sent))
-                out.send({**base, "dirs": dir_comps, "files": msg_files, "blobs": blobs})
+                out.send({"dirs": dir_comps, "files": msg_files, "blobs": blobs})
             self._early, early = early, []  # any left over get nothing to do
             self._close_early_workers()
             live = {inp: (popen, share) for popen, _, inp, share in procs}

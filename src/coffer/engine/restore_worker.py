@@ -7,8 +7,9 @@ core. The parent plans, creates the directories and everything without content, 
 a contiguous share of the files (whole files, so each is written and finished by one process), and
 sets directory metadata and hard links as workers report files done.
 
-Run as ``python -m coffer.engine.restore_worker REQ_FD RES_FD PARENT_PID``. The parent sends one
-setup message; the worker answers with batches of ``("files", [(index, error or None), ...],
+Run as ``python -m coffer.engine.restore_worker REQ_FD RES_FD PARENT_PID``. The parent sends a
+setup message as soon as the worker starts (how to open the repository; the worker connects at
+once), then its share of the files; the worker answers with batches of ``("files", [(index, error or None), ...],
 bytes, [(path, message), ...])`` and a final ``("end",)``, or ``("error", text)``. It dies with
 its parent (PR_SET_PDEATHSIG), leaving at worst temporary files that the next restore into the
 same target removes.
@@ -117,16 +118,17 @@ class _ShareRestorer(_Restorer):
 
 def serve(inp: Connection, out: Connection) -> int:
     try:
-        try:
-            setup = inp.recv()
-        except EOFError:
-            return 0  # started early, then not needed
         from coffer.engine.backup_worker import open_repo
 
-        repo = open_repo(setup)
+        try:
+            setup = inp.recv()
+            repo = open_repo(setup)  # connect while the parent still plans
+            share = inp.recv()
+        except EOFError:
+            return 0  # started early, then not needed
         reporter = _Reporter(out, Progress())
         r = _ShareRestorer(repo, setup["opts"], reporter)
-        r.run_share(setup["dirs"], setup["files"], setup["blobs"])
+        r.run_share(share["dirs"], share["files"], share["blobs"])
         reporter.flush()
         out.send(("end",))
         return 0
