@@ -30,13 +30,6 @@ WORKERS = {"COFFER_BACKUP_PROCESS_THRESHOLD": "0", "COFFER_BACKUP_PROCESSES": "2
 THREADS = {"COFFER_BACKUP_PROCESSES": "0"}
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    r = tmp_path / "repo"
-    Repository.init(LocalBackend(str(r)), PASSWORD)
-    return r
-
-
 def source(root: Path) -> Path:
     """Many small files, content repeated across directories (deduplicated between workers), two
     multi-chunk files, and the metadata variety of make_tree (xattrs, special files, odd names)."""

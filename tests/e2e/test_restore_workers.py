@@ -30,13 +30,6 @@ WORKERS = {"COFFER_RESTORE_PROCESS_THRESHOLD": "0", "COFFER_RESTORE_PROCESSES": 
 THREADS = {"COFFER_RESTORE_PROCESSES": "0"}
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    r = tmp_path / "repo"
-    Repository.init(LocalBackend(str(r)), PASSWORD)
-    return r
-
-
 def source(root: Path) -> Path:
     """Directories whose files end up with different workers, hard links between them, shared
     content, multi-chunk files, and the metadata variety of make_tree."""

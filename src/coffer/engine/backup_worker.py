@@ -26,6 +26,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, BinaryIO
 
@@ -195,11 +196,16 @@ def serve(inp: Connection, out: Connection) -> int:
         claims.close()
 
 
-def main(argv: list[str]) -> int:
+def worker_main(argv: list[str], serve: Callable[[Connection, Connection], int]) -> int:
+    """The start of every worker process: ``argv`` is ``[prog, REQ_FD, RES_FD, PARENT_PID]``."""
     req_fd, res_fd, parent_pid = int(argv[1]), int(argv[2]), int(argv[3])
     die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     return serve(Connection(req_fd, writable=False), Connection(res_fd, readable=False))
+
+
+def main(argv: list[str]) -> int:
+    return worker_main(argv, serve)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ same target removes.
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from multiprocessing.connection import Connection
 from typing import Any
 
-from coffer.engine.backup_worker import die_with_parent
+from coffer.engine.backup_worker import worker_main
 from coffer.engine.progress import Progress
 from coffer.engine.restore import RestoreOptions, _Dir, _Item, _Restorer
 from coffer.store.format.pack import BlobType, PackedBlob
@@ -141,10 +140,7 @@ def serve(inp: Connection, out: Connection) -> int:
 
 
 def main(argv: list[str]) -> int:
-    req_fd, res_fd, parent_pid = int(argv[1]), int(argv[2]), int(argv[3])
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    return serve(Connection(req_fd, writable=False), Connection(res_fd, readable=False))
+    return worker_main(argv, serve)
 
 
 if __name__ == "__main__":

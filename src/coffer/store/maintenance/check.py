@@ -650,28 +650,40 @@ def _read_packs(
     reads go to worker processes beside the tree walk (_walk_beside_processes). Worker processes
     *after* the walk, fed the packs' bytes over a pipe, were measured not faster than this."""
     workers = _workers(repo)
-    todo = deque(pack_ids)
-    nread = nbytes = 0
-    futures: dict[cf.Future[tuple[list[Finding], int]], bytes] = {}
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="check-pack") as ex:
         try:
-            while todo or futures:
-                while todo and len(futures) < 2 * workers:
-                    pid = todo.popleft()
-                    futures[ex.submit(verify_pack, repo, pid, ci.packs.get(pid))] = pid
-                done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    pid = futures.pop(fut)
-                    findings, size = fut.result()
-                    out.extend(findings)
-                    if size:
-                        nread += 1
-                        nbytes += size
-                    if on_pack_done is not None:
-                        on_pack_done(pid, size)
+            return _verify_all(lambda pid: ex.submit(verify_pack, repo, pid, ci.packs.get(pid)), pack_ids,
+                               2 * workers, out, on_pack_done)
         except BaseException:
             ex.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _verify_all(
+    submit: Callable[[bytes], cf.Future[tuple[list[Finding], int]]], pack_ids: list[bytes], in_flight: int,
+    out: list[Finding], on_pack_done: Callable[[bytes, int], None] | None,
+) -> tuple[int, int]:
+    """Keep ``in_flight`` verifications going until every pack is done; findings in completion order."""
+    todo = deque(pack_ids)
+    nread = nbytes = 0
+    futures: dict[cf.Future[tuple[list[Finding], int]], bytes] = {}
+    while todo or futures:
+        while todo and len(futures) < in_flight:
+            pid = todo.popleft()
+            futures[submit(pid)] = pid
+        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
+        for fut in done:
+            pid = futures.pop(fut)
+            try:
+                findings, size = fut.result()
+            except BrokenProcessPool:
+                raise CofferError("a pack verification worker process died", hint="run check again") from None
+            out.extend(findings)
+            if size:
+                nread += 1
+                nbytes += size
+            if on_pack_done is not None:
+                on_pack_done(pid, size)
     return nread, nbytes
 
 
@@ -712,28 +724,10 @@ def _walk_beside_processes(
                                   initargs=(recipe, repo.key, repo.version))
     t = threading.Thread(target=walk, name="check-walk", daemon=True)
     t.start()
-    todo = deque(pack_ids)
-    nread = nbytes = 0
-    futures: dict[cf.Future[tuple[list[Finding], int]], bytes] = {}
     try:
         phase("read data")
-        while todo or futures:
-            while todo and len(futures) < 2 * procs:
-                pid = todo.popleft()
-                futures[pool.submit(_verify_in_worker, pid, ci.packs.get(pid))] = pid
-            done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                pid = futures.pop(fut)
-                try:
-                    findings, size = fut.result()
-                except BrokenProcessPool:
-                    raise CofferError("a pack verification worker process died", hint="run check again") from None
-                out.extend(findings)
-                if size:
-                    nread += 1
-                    nbytes += size
-                if on_pack_done is not None:
-                    on_pack_done(pid, size)
+        counts = _verify_all(lambda pid: pool.submit(_verify_in_worker, pid, ci.packs.get(pid)), pack_ids,
+                             2 * procs, out, on_pack_done)
     except BaseException:
         walker.cancelled = True  # stop the walk too, then let the error through
         pool.shutdown(wait=True, cancel_futures=True)
@@ -743,7 +737,7 @@ def _walk_beside_processes(
     t.join()
     if walk_error:
         raise walk_error[0]
-    return nread, nbytes
+    return counts
 
 
 _VERIFIER: tuple[Backend, crypto.CryptoKey, int] | None = None
