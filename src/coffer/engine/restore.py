@@ -1087,15 +1087,22 @@ class _Restorer:
         files = [f for f in self.data_files if f.state == _PENDING]
         # Contiguous pieces (files that share packs stay together), dealt out in turn: one worker
         # getting all the small files (whose cost is per file, not per byte) would finish last.
+        # Each piece goes to the worker with the least work so far, so a single large file (its own
+        # piece) is balanced by the pieces that follow it.
         total = sum(f.node.size + _FILE_COST for f in files)
-        pieces = min(len(files), _PIECES_PER_WORKER * n)
+        step = max(1, total // (_PIECES_PER_WORKER * n))
         shares: list[list[_Item]] = [[] for _ in range(n)]
-        acc = k = 0
+        load = [0] * n
+        piece: list[_Item] = []
+        weight = 0
         for f in files:
-            while k < pieces - 1 and acc >= total * (k + 1) // pieces:
-                k += 1
-            shares[k % n].append(f)
-            acc += f.node.size + _FILE_COST
+            piece.append(f)
+            weight += f.node.size + _FILE_COST
+            if weight >= step or f is files[-1]:
+                k = load.index(min(load))
+                shares[k].extend(piece)
+                load[k] += weight
+                piece, weight = [], 0
         repo = self.repo
         early, self._early = self._early or [], []
         procs = []

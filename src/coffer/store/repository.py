@@ -279,7 +279,7 @@ class Repository:
                 out.append(BlobNotFound(f"tree blob {tid.hex()} not found in the index"))
                 continue
             where.append(len(out))
-            out.append(FormatError("not loaded"))
+            out.append([])  # filled in below (an exception object per tree was measurable)
             items.append((loc.pack_id, loc.blob))
         for i, (pid, b), raw in zip(where, items, self.load_raw_blobs(items)):
             if isinstance(raw, BackendError):
