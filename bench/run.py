@@ -33,7 +33,11 @@ class Measure:
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> Measure:
-    """Run one command; wall time and the child's own peak RSS (wait4, same as /usr/bin/time -v)."""
+    """Run one command; wall time and the child's own peak RSS (wait4, same as /usr/bin/time -v).
+
+    Dirty pages of the previous command are written out first (outside the timing): the tools run
+    in a fixed order, and the second one would otherwise pay for the first one's write-back."""
+    os.sync()
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert p.stderr is not None
