@@ -14,8 +14,8 @@ import zstandard
 from coffer.errors import FormatError
 
 # restic's "auto" is the Go encoder's SpeedDefault. C zstd level 3 made 1-2 % smaller repositories
-# than restic on the benchmark corpus and cost 10-15 % more backup time; level 2 makes the same size
-# as restic's for less CPU, so "auto" is level 2.
+# than restic on the benchmark corpus and cost 10-15 % more backup time; level 2 makes repositories
+# within ~1 % of restic's size for less CPU, so "auto" is level 2.
 DEFAULT_LEVEL = 2
 MAX_UNPACKED = 512 * 1024 * 1024
 UNPACKED_V2_ZSTD = 0x02
