@@ -13,6 +13,19 @@ import pwd
 import socket
 
 
+def env_int(name: str, default: int) -> int:
+    """An integer tuning knob from the environment (``default`` when unset or empty)."""
+    v = os.environ.get(name, "").strip()
+    if not v:
+        return default
+    try:
+        return int(v)
+    except ValueError:
+        from coffer.errors import UsageError
+
+        raise UsageError(f"{name} must be an integer, got {v!r}") from None
+
+
 @functools.cache
 def hostname() -> str:
     return os.environ.get("COFFER_HOSTNAME") or socket.gethostname()

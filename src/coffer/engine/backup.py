@@ -161,8 +161,8 @@ class Archiver:
         # repay their start-up (COFFER_BACKUP_PROCESSES=0 keeps everything in this process).
         self._pool: WorkerPool | None = None
         self._claims: ClaimTable | None = None
-        self._processes = _env_int("COFFER_BACKUP_PROCESSES", min(4, os.cpu_count() or 1))
-        self._process_threshold = _env_int("COFFER_BACKUP_PROCESS_THRESHOLD", 32 << 20)
+        self._processes = env.env_int("COFFER_BACKUP_PROCESSES", min(4, os.cpu_count() or 1))
+        self._process_threshold = env.env_int("COFFER_BACKUP_PROCESS_THRESHOLD", 32 << 20)
         self._threaded_bytes = 0
 
     # ------------------------------------------------------------------ plumbing
@@ -752,16 +752,6 @@ class Archiver:
             return bid
         finally:
             self._chunk_slots.release()
-
-
-def _env_int(name: str, default: int) -> int:
-    v = os.environ.get(name, "").strip()
-    if not v:
-        return default
-    try:
-        return int(v)
-    except ValueError:
-        raise UsageError(f"{name} must be an integer, got {v!r}") from None
 
 
 def _same_dir_meta(s: os.stat_result, prev: Node) -> bool:

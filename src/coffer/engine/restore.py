@@ -51,6 +51,7 @@ from typing import NamedTuple
 
 from coffer.engine.excludes import ExcludeRules
 from coffer.engine.progress import Progress
+from coffer.env import env_int
 from coffer.errors import CofferError, RestoreError
 from coffer.store.backend.base import FileType, Handle
 from coffer.store.format.pack import BlobType, PackedBlob
@@ -1024,11 +1025,11 @@ class _Restorer:
 
     # ---------------------------------------------------------------- phase B in worker processes
     def _process_count(self) -> int:
-        n = _env_int("COFFER_RESTORE_PROCESSES", min(4, os.cpu_count() or 1))
+        n = env_int("COFFER_RESTORE_PROCESSES", min(4, os.cpu_count() or 1))
         return n if n >= 2 and self.repo.backend_recipe is not None else 0
 
     def _threshold(self) -> int:
-        return _env_int("COFFER_RESTORE_PROCESS_THRESHOLD", 32 << 20)
+        return env_int("COFFER_RESTORE_PROCESS_THRESHOLD", 32 << 20)
 
     def _maybe_start_workers(self) -> None:
         """Start the worker processes while planning goes on, once the plan holds enough content:
@@ -1295,14 +1296,6 @@ def _verify_file(dfd: int, name: bytes, size: int, blobs: list[tuple[bytes, int]
     finally:
         os.close(fd)
     return None
-
-
-def _env_int(name: str, default: int) -> int:
-    v = os.environ.get(name, "").strip()
-    try:
-        return int(v) if v else default
-    except ValueError:
-        raise RestoreError(f"{name} must be an integer, got {v!r}") from None
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

@@ -45,6 +45,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Literal
 
+from coffer.env import env_int
 from coffer.errors import BackendError, CofferError, FormatError, ObjectNotFound, UsageError
 from coffer.store.backend.base import Backend, FileType, Handle
 from coffer.store.format import compression, crypto, pack, tree
@@ -694,14 +695,9 @@ def _verify_processes(repo: Repository, total_bytes: int) -> int:
     """Worker processes for ``--read-data`` (``COFFER_CHECK_PROCESSES`` overrides; 0 = threads)."""
     if repo.backend_recipe is None:
         return 0
-    v = os.environ.get("COFFER_CHECK_PROCESSES", "").strip()
-    if v:
-        try:
-            return max(0, int(v))
-        except ValueError:
-            raise UsageError(f"COFFER_CHECK_PROCESSES must be an integer, got {v!r}") from None
     cores = os.cpu_count() or 1
-    return cores if cores > 1 and total_bytes >= PROCESS_MIN_BYTES else 0
+    auto = cores if cores > 1 and total_bytes >= PROCESS_MIN_BYTES else 0
+    return max(0, env_int("COFFER_CHECK_PROCESSES", auto))
 
 
 def _walk_beside_processes(
