@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml setup.py src/coffer/_chunker.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m compileall -q src  # as a regular install does; PYTHONDONTWRITEBYTECODE=1 would leave none
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -47,6 +47,11 @@ def compression_level(mode: str) -> int | None:
     return levels[mode]
 
 
+def backend_recipe(access: RepoAccess) -> tuple[str, dict[str, str], bool] | None:
+    """How a worker process opens this repository's backend again (None: it may not write)."""
+    return None if access.read_only else (access.url, dict(access.options), access.dry_run)
+
+
 @contextlib.contextmanager
 def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Repository]:
     backend = open_backend(access.url, access.options, warn=access.warn)
@@ -63,7 +68,7 @@ def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Reposit
     try:
         repo = Repository.open(backend, access.get_password(), key_hint=access.key_hint)
         if not access.read_only:
-            repo.backend_recipe = (access.url, dict(access.options), access.dry_run)
+            repo.backend_recipe = backend_recipe(access)
         if not access.dry_run:
             attach_cache(repo, access.options, access.warn)
         repo.compression_level = compression_level(access.compression)

@@ -11,7 +11,7 @@ import click
 from coffer import __version__
 from coffer.cli.globals import GlobalOptions
 from coffer.errors import EXIT_FATAL, EXIT_INTERRUPTED, CofferError
-from coffer.util.memory import tune_malloc
+from coffer.util.memory import tune_gc, tune_malloc
 
 
 class LazyGroup(click.Group):
@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     tune_malloc()
+    tune_gc()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         rv = cli.main(args=args, prog_name="coffer", standalone_mode=False)

@@ -21,17 +21,14 @@ parent (PR_SET_PDEATHSIG) and on end of input, so a killed backup leaves no writ
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
-import os
-import signal
 import sys
 import threading
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, BinaryIO
 
 from coffer.engine import fileread
 from coffer.engine.fsnode import read_xattr_list
+from coffer.engine.worker_process import open_repo, worker_main
 from coffer.store import chunker
 from coffer.store.claims import ClaimTable
 from coffer.store.format.index import IndexPack
@@ -39,7 +36,6 @@ from coffer.store.format.pack import BlobType
 from coffer.store.repository import BlobWriter, Repository, WriterStats
 from coffer.util.failpoints import failpoint
 
-_PR_SET_PDEATHSIG = 1
 CHUNKS_IN_FLIGHT = 6
 SEAL_THREADS = 2
 REPLY_BATCH = 8
@@ -70,32 +66,6 @@ class ClaimingWriter(BlobWriter):
             self._sent = WriterStats(blobs=st.blobs, data_blobs=st.data_blobs, tree_blobs=st.tree_blobs,
                                      bytes_plain=st.bytes_plain, bytes_stored=st.bytes_stored)
         return packs, delta
-
-
-def die_with_parent(parent_pid: int) -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
-def open_repo(setup: dict[str, Any]) -> Repository:
-    from coffer.store.backend.registry import open_backend
-
-    url, options, dry_run = setup["recipe"]
-    backend = open_backend(url, options)
-    if dry_run:
-        from coffer.store.backend.dryrun import DryRunBackend
-
-        backend = DryRunBackend(backend)
-    repo = Repository(backend, setup["key"], setup["config"], setup["key_id"])
-    repo.index_loaded = True  # empty: the claim table answers "known" for this process
-    repo.compression_level = setup.get("level", repo.compression_level)
-    repo.pack_size = setup.get("pack_size", repo.pack_size)
-    return repo
 
 
 class _Worker:
@@ -194,14 +164,6 @@ def serve(inp: Connection, out: Connection) -> int:
         w.pool.shutdown(wait=False, cancel_futures=True)
         writer.abort()
         claims.close()
-
-
-def worker_main(argv: list[str], serve: Callable[[Connection, Connection], int]) -> int:
-    """The start of every worker process: ``argv`` is ``[prog, REQ_FD, RES_FD, PARENT_PID]``."""
-    req_fd, res_fd, parent_pid = int(argv[1]), int(argv[2]), int(argv[3])
-    die_with_parent(parent_pid)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    return serve(Connection(req_fd, writable=False), Connection(res_fd, readable=False))
 
 
 def main(argv: list[str]) -> int:

@@ -44,7 +44,7 @@ import subprocess
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import NamedTuple
@@ -60,16 +60,20 @@ from coffer.store.repository import Repository
 from coffer.util import gotime
 
 # Coalescing: read neighbouring blobs of one pack in a single request when the hole between them is
-# small, but keep each request (and its decoded plaintext) bounded so memory stays bounded.
+# small, up to the backend's read size (4 MiB on a local disk; a whole pack over a network, where
+# every request costs a round trip). Memory stays bounded by the bytes read but not yet written
+# (READ_BUDGET, or one request when that is larger) and by decoding one blob at a time.
 MAX_GAP = 1 * 1024 * 1024
-MAX_READ = 4 * 1024 * 1024
-MAX_PLAIN = 4 * 1024 * 1024
-DIR_FD_CACHE = 512  # files of many directories share a pack: keep many open (bounded by RLIMIT_NOFILE/4)
-FILE_FD_CACHE = 256
+READ_BUDGET = 64 * 1024 * 1024
+# Files of many directories share a pack, and a file's directory is wanted again when the file is
+# finished: keep many open (bounded by RLIMIT_NOFILE/4). With 512, a restore of many one-file
+# directories reopened each directory about twice.
+DIR_FD_CACHE = 4096
+# Files open for writing: a whole range of a pack is in flight at once (hundreds of small files), and
+# a file evicted before it is finished must be opened again to finish it.
+FILE_FD_CACHE = 2048
 NAME_MAX = 255
 _TREE_BATCH = 256  # trees per planning task
-_FILE_COST = 32 * 1024  # what finishing one file costs, in bytes written (for sharing work out)
-_PIECES_PER_WORKER = 16
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _TMP_RE = re.compile(rb"^\.(?:.*\.)?coffer-tmp-[0-9a-f]{16}$", re.DOTALL)
@@ -129,25 +133,109 @@ class RestoreResult:
 
 
 def restore(
-    repo: Repository, tree_id: bytes, opts: RestoreOptions, progress: Progress | None = None
+    repo: Repository, tree_id: bytes, opts: RestoreOptions, progress: Progress | None = None,
+    early: EarlyWorkers | None = None,
 ) -> RestoreResult:
     """Restore the tree ``tree_id`` (a snapshot's root tree) into ``opts.target``.
 
     Per-item problems (damaged or missing blobs, invalid names, metadata that cannot be set) are
     returned in the result and never stop the rest of the restore. Exceptions are raised only when
     nothing sensible can be done: the target cannot be created, the subpath does not exist, the
-    root tree cannot be read.
+    root tree cannot be read. ``early``: worker processes started before the repository was open
+    (``start_workers``); the restore uses them if it has enough to write, else ends them.
     """
-    return _Restorer(repo, opts, progress or Progress()).run(tree_id)
+    procs = early.take(repo.backend_recipe) if early is not None else []
+    return _Restorer(repo, opts, progress or Progress(), procs).run(tree_id)
+
+
+_Proc = tuple[subprocess.Popen[bytes], Connection, Connection]
+
+
+def process_count(recipe: object) -> int:
+    """Worker processes for a large restore: ``COFFER_RESTORE_PROCESSES`` (default: the cores, at
+    most 4); 0 (threads here) when that is below 2 or workers cannot reopen the backend."""
+    n = env_int("COFFER_RESTORE_PROCESSES", min(4, os.cpu_count() or 1))
+    return n if n >= 2 and recipe is not None else 0
+
+
+def _start_worker(recipe: tuple[str, dict[str, str], bool]) -> _Proc:
+    """A worker told at once how to reach the backend: it imports and connects meanwhile."""
+    from coffer.engine.workerpool import spawn_worker
+
+    popen, out, inp = spawn_worker("coffer.engine.restore_worker")
+    try:
+        out.send({"recipe": recipe})
+    except OSError:
+        pass  # it died at once: that shows when its setup is sent
+    return popen, out, inp
+
+
+def _end_workers(procs: list[_Proc]) -> None:
+    """End workers that were given nothing to write (so they hold no files): close, then kill."""
+    for _, out, inp in procs:
+        out.close()
+        inp.close()
+    for popen, _, _ in procs:
+        try:
+            popen.wait(0.5)  # one waiting for its next message ends at once on end of input
+        except subprocess.TimeoutExpired:
+            popen.kill()  # one still connecting (a slow SFTP login): nothing of it to keep
+            popen.wait()
+
+
+class EarlyWorkers:
+    """Restore worker processes started before the repository is even open.
+
+    Each costs an interpreter, imports and a backend connection, a few tenths of a second of CPU.
+    Started while this process derives the key, takes the lock and loads the index (its second
+    core mostly idle), that cost is off the restore's path. A restore that turns out small ends
+    them unused."""
+
+    def __init__(self, recipe: tuple[str, dict[str, str], bool], n: int) -> None:
+        self.recipe = recipe
+        self.procs: list[_Proc] = []
+        try:
+            for _ in range(n):
+                self.procs.append(_start_worker(recipe))
+        except BaseException:
+            self.close()
+            raise
+
+    def take(self, recipe: object) -> list[_Proc]:
+        """The workers, for a restore from the repository they were started for (else none)."""
+        procs, self.procs = self.procs, []
+        if recipe != self.recipe:
+            _end_workers(procs)
+            return []
+        return procs
+
+    def close(self) -> None:
+        procs, self.procs = self.procs, []
+        _end_workers(procs)
+
+    def __enter__(self) -> EarlyWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def start_workers(recipe: tuple[str, dict[str, str], bool] | None) -> EarlyWorkers | None:
+    """Start the workers a whole-snapshot restore will likely want (None where it would not use any)."""
+    n = process_count(recipe)
+    if not n or recipe is None:
+        return None
+    return EarlyWorkers(recipe, n)
 
 
 # ---------------------------------------------------------------------------------------- the plan
 
 _PENDING, _DONE, _FAILED, _SKIPPED = 0, 1, 2, 3
+_WHOLE = "\x00written whole"  # a worker's result: the file is written, finished and in place
 
 
 class _Dir:
-    __slots__ = ("children", "created", "incomplete", "loc", "name", "node", "parent", "pending", "selected")
+    __slots__ = ("children", "created", "incomplete", "loc", "name", "node", "parent", "pending", "pins", "selected")
 
     def __init__(self, name: bytes, node: Node | None, parent: _Dir | None, loc: str, selected: bool) -> None:
         self.name = name
@@ -159,6 +247,7 @@ class _Dir:
         self.pending = 0
         self.created = False
         self.incomplete = False  # its tree could not be read: do not give it final metadata
+        self.pins = 0  # workers using its descriptor right now (it must stay open)
 
 
 class _Item:
@@ -217,7 +306,8 @@ def _tmp_name(name: bytes) -> bytes:
 
 
 class _Restorer:
-    def __init__(self, repo: Repository, opts: RestoreOptions, progress: Progress) -> None:
+    def __init__(self, repo: Repository, opts: RestoreOptions, progress: Progress,
+                 early: list[_Proc] | None = None) -> None:
         self.repo = repo
         self.opts = opts
         self.progress = progress
@@ -236,6 +326,7 @@ class _Restorer:
         self.fd_lock = threading.RLock()  # dir_fds, file_fds and pins, shared with writing workers
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.dir_cache = DIR_FD_CACHE if soft == resource.RLIM_INFINITY else max(2, min(DIR_FD_CACHE, soft // 4))
+        self.file_cache = FILE_FD_CACHE if soft == resource.RLIM_INFINITY else max(1, min(FILE_FD_CACHE, soft // 4))
         self.main_thread = threading.get_ident()  # the only thread that evicts or closes descriptors
         self.with_tmp: set[_Item] = set()  # temporary files that exist right now
         self.hardlinks: dict[tuple[int, int], _Item] = {}
@@ -243,7 +334,12 @@ class _Restorer:
         self.done_files: list[_Item] = []
         self._root_nodes: list[Node] = []
         self._planned_bytes = 0  # file content seen so far while planning (an estimate: before filters)
-        self._early: list[tuple[subprocess.Popen[bytes], Connection, Connection]] | None = None
+        self._early: list[_Proc] | None = None
+        if early:
+            self._early = []
+            for proc in early:  # started before the key was known: now they can open the repository
+                self._send_setup(proc[1])
+                self._early.append(proc)
 
     # ---------------------------------------------------------------- reporting
     def error(self, loc: str, msg: str) -> None:
@@ -263,14 +359,17 @@ class _Restorer:
             root = self._resolve_root(tree_id)
             self._open_target()
             try:
-                self._plan(root)
-                self._create(root)
-                procs = self._processes()
-                if procs > 1:
-                    self._write_in_processes(procs)
+                if self._process_count() and not self.incl.patterns:
+                    self._plan_streamed(root)
                 else:
-                    self._close_early_workers()
-                    self._fetch_and_write(self._make_jobs(self._assign_blobs()))
+                    self._plan(root)
+                    self._create(root)
+                    procs = self._processes()
+                    if procs > 1:
+                        self._write_in_processes(procs)
+                    else:
+                        self._close_early_workers()
+                        self._fetch_and_write(self._make_jobs(self._assign_blobs()))
                 if self.opts.verify:
                     self._verify()
             finally:
@@ -352,6 +451,74 @@ class _Restorer:
                         nbytes += n.size
         self.progress.add_total(files, nbytes)
         self.progress.scan_finished = True
+
+    def _plan_streamed(self, root: _Dir) -> None:
+        """Plan, create and write level by level: once worker processes run, each level's files go to
+        them as soon as their directories exist, so content is written while deeper trees load.
+
+        Only without include patterns: with them a directory stays only if something below it is
+        selected, which is known once the whole tree is read (``_plan``'s prune)."""
+        from coffer.engine.restore_dispatch import Dispatcher
+
+        disp: Dispatcher | None = None
+        dealt = 0  # data_files handed out so far
+        linked: set[tuple[int, int]] = set()
+        level: list[tuple[_Dir, list[Node]]] = [(root, self._root_nodes)]
+        try:
+            while level:
+                to_load: list[tuple[_Dir, bytes]] = []
+                files = nbytes = 0
+                for d, nodes in level:
+                    subs = list(self._add_children(d, nodes))
+                    if not self._create_dir(d):
+                        continue  # nothing below it can be made: its trees are not even read
+                    for c in d.children:
+                        if isinstance(c, _Dir):
+                            if c.incomplete:
+                                self._create_dir(c)  # no subtree to read: made empty now
+                            continue
+                        files += 1
+                        n = c.node
+                        if n.type == "file":
+                            if n.links > 1 and n.inode:
+                                if (n.device_id, n.inode) in linked:
+                                    continue  # a hard link: its content is written once
+                                linked.add((n.device_id, n.inode))
+                            nbytes += n.size
+                    to_load.extend(subs)
+                self.progress.add_total(files, nbytes)
+                if disp is None and self._planned_bytes >= self._threshold():
+                    self._maybe_start_workers()  # unless they were started before the repository was open
+                    if self._early:
+                        disp, self._early = Dispatcher(self, self._early), []
+                if disp is not None:
+                    disp.deal([f for f in self.data_files[dealt:] if f.state == _PENDING])
+                    dealt = len(self.data_files)
+                    disp.poll()
+                level = []
+                ids = [t for _, t in to_load]
+                step = max(16, min(_TREE_BATCH, -(-len(ids) // (2 * self.workers))))
+                batches = self.pool.map(self.repo.load_trees, [ids[i : i + step] for i in range(0, len(ids), step)])
+                loaded = (res for batch in batches for res in batch)
+                for (sub, subtree), res in zip(to_load, loaded):
+                    if isinstance(res, Exception):
+                        self.error(sub.loc, f"cannot load tree {subtree.hex()[:8]}: {res}")
+                        sub.incomplete = True
+                        self._create_dir(sub)  # made empty, its metadata left alone
+                        continue
+                    level.append((sub, res))
+            self.progress.scan_finished = True
+            if disp is None:  # too little content for processes: write it in threads here
+                self._close_early_workers()
+                self._fetch_and_write(self._make_jobs(self._assign_blobs()))
+                return
+            disp.deal([f for f in self.data_files[dealt:] if f.state == _PENDING])
+            disp.finish()
+        finally:
+            if disp is not None:
+                disp.close()
+        if self.opts.verify:
+            self._assign_blobs()  # blob lists for _verify (files already failed stay failed)
 
     def _add_children(self, d: _Dir, nodes: list[Node]) -> Iterator[tuple[_Dir, bytes]]:
         seen: set[bytes] = set()
@@ -466,9 +633,21 @@ class _Restorer:
         self.dir_fds[d] = fd
         if threading.get_ident() != self.main_thread:
             return  # the main thread may be using any of them right now; it trims the cache itself
-        while len(self.dir_fds) > self.dir_cache:
-            _, old = self.dir_fds.popitem(last=False)
-            os.close(old)
+        if len(self.dir_fds) > self.dir_cache:
+            self._evict_dirs(keep=d)
+
+    def _evict_dirs(self, keep: _Dir | None = None) -> None:
+        """Close the least recently used directories beyond the cache's size, never a pinned one
+        nor ``keep`` (just opened for the caller); fd_lock held, main thread."""
+        excess = len(self.dir_fds) - self.dir_cache
+        victims: list[_Dir] = []
+        for d in self.dir_fds:  # oldest first; stop as soon as there are enough
+            if len(victims) >= excess:
+                break
+            if not d.pins and d is not keep:
+                victims.append(d)
+        for d in victims:
+            os.close(self.dir_fds.pop(d))
 
     def _drop_dirfd(self, d: _Dir) -> None:
         with self.fd_lock:
@@ -504,12 +683,23 @@ class _Restorer:
         else:
             fd = os.open(f.tmp, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)
         self.file_fds[f] = fd
-        if len(self.file_fds) > FILE_FD_CACHE and threading.get_ident() == self.main_thread:
+        if len(self.file_fds) > self.file_cache and threading.get_ident() == self.main_thread:
             # Never the one just opened: with pinned files in the cache it could be among the oldest
             # unpinned ones, and the caller is about to use it.
-            for old in [o for o in self.file_fds if not o.pins and o is not f][: len(self.file_fds) - FILE_FD_CACHE]:
-                os.close(self.file_fds.pop(old))
+            self._evict_files(keep=f)
         return fd
+
+    def _evict_files(self, keep: _Item | None = None) -> None:
+        """Close the least recently used unpinned files beyond the cache's size (fd_lock held)."""
+        excess = len(self.file_fds) - self.file_cache
+        victims: list[_Item] = []
+        for o in self.file_fds:  # oldest first; stop as soon as there are enough
+            if len(victims) >= excess:
+                break
+            if not o.pins and o is not keep:
+                victims.append(o)
+        for o in victims:
+            os.close(self.file_fds.pop(o))
 
     def _close_file(self, f: _Item) -> None:
         with self.fd_lock:
@@ -522,11 +712,10 @@ class _Restorer:
     def _trim_fds(self) -> None:
         """Main thread: close what workers opened beyond the caches' size (never a pinned file)."""
         with self.fd_lock:
-            while len(self.dir_fds) > self.dir_cache:
-                os.close(self.dir_fds.popitem(last=False)[1])
-            if len(self.file_fds) > FILE_FD_CACHE:
-                for old in [o for o in self.file_fds if not o.pins][: len(self.file_fds) - FILE_FD_CACHE]:
-                    os.close(self.file_fds.pop(old))
+            if len(self.dir_fds) > self.dir_cache:
+                self._evict_dirs()
+            if len(self.file_fds) > self.file_cache:
+                self._evict_files()
 
     def _pin(self, f: _Item) -> int:
         """Worker: the descriptor to write ``f``'s content into, kept open until _unpin; -1 when
@@ -659,20 +848,23 @@ class _Restorer:
         stack: list[_Dir] = [root]
         while stack:
             d = stack.pop()
-            if d.parent is None:
-                self._tidy_existing(d, self.root_fd)
-            elif not self._make_dir(d):
-                self._child_done(d.parent)
-                continue
-            d.pending = len(d.children) + 1  # +1: held until all children were handed out
-            subdirs: list[_Dir] = []
-            for c in d.children:
-                if isinstance(c, _Dir):
-                    subdirs.append(c)
-                else:
-                    self._create_item(c)
-            stack.extend(reversed(subdirs))
-            self._child_done(d)  # release the hold
+            if self._create_dir(d):
+                stack.extend(reversed([c for c in d.children if isinstance(c, _Dir)]))
+
+    def _create_dir(self, d: _Dir) -> bool:
+        """Make ``d`` (or tidy the target) and everything in it but subdirectories; False when ``d``
+        could not be made (then nothing below it can be, and its parent counts it done)."""
+        if d.parent is None:
+            self._tidy_existing(d, self.root_fd)
+        elif not self._make_dir(d):
+            self._child_done(d.parent)
+            return False
+        d.pending = len(d.children) + 1  # +1: held until all children were handed out
+        for c in d.children:
+            if not isinstance(c, _Dir):
+                self._create_item(c)
+        self._child_done(d)  # release the hold
+        return True
 
     def _make_dir(self, d: _Dir) -> bool:
         assert d.parent is not None
@@ -806,6 +998,7 @@ class _Restorer:
     # ---------------------------------------------------------------- files: finish or fail
     def _finish_file(self, f: _Item) -> None:
         """All content is written: metadata on the open descriptor, then rename into place."""
+        self._before_finish(f)
         try:
             fd = self._file_fd(f)
             self._set_meta(f.loc, f.node, fd=fd)
@@ -891,13 +1084,15 @@ class _Restorer:
 
     def _assign_blobs(
         self, locate: Callable[[bytes], tuple[bytes, PackedBlob] | None] | None = None,
+        files: list[_Item] | None = None,
     ) -> dict[bytes, list[_BlobReq]]:
-        """Every needed blob once, grouped by pack in the order files need them; every file gets
-        its size and blob list, and fails here when a blob is missing from the index."""
+        """Every needed blob once, grouped by pack in the order files need them; every file (of
+        ``files``, by default all) gets its size and blob list, and fails here when a blob is
+        missing from the index."""
         lookup = locate or self._locate
         reqs: dict[bytes, _BlobReq] = {}
         by_pack: dict[bytes, list[_BlobReq]] = {}
-        for f in self.data_files:
+        for f in self.data_files if files is None else files:
             content = f.node.content or []
             blobs: list[_BlobReq] = []
             missing = None
@@ -923,28 +1118,24 @@ class _Restorer:
             f.blobs = blobs
         return by_pack
 
-    @staticmethod
-    def _make_jobs(by_pack: dict[bytes, list[_BlobReq]]) -> list[_Job]:
+    def _make_jobs(self, by_pack: dict[bytes, list[_BlobReq]]) -> list[_Job]:
         """Each pack's blobs coalesced into ranges read in one request each."""
+        max_read = self.repo.backend.properties.read_size
         jobs: list[_Job] = []
         for pack_id, rs in by_pack.items():
             rs = [r for r in rs if r.targets]
             rs.sort(key=lambda r: r.blob.offset)
             cur: list[_BlobReq] = []
-            start = end = plain = 0
+            start = end = 0
             for r in rs:
                 b = r.blob
-                if cur and (
-                    b.offset - end > MAX_GAP or b.offset + b.length - start > MAX_READ
-                    or plain + b.plain_length > MAX_PLAIN
-                ):
+                if cur and (b.offset - end > MAX_GAP or b.offset + b.length - start > max_read):
                     jobs.append(_Job(pack_id, start, end - start, cur))
                     cur = []
                 if not cur:
-                    start, end, plain = b.offset, b.offset, 0
+                    start = end = b.offset
                 cur.append(r)
                 end = max(end, b.offset + b.length)
-                plain += b.plain_length
             if cur:
                 jobs.append(_Job(pack_id, start, end - start, cur))
         return jobs
@@ -961,26 +1152,28 @@ class _Restorer:
             msg = f"pack {pid[:8]}: cannot read {job.length} bytes at offset {job.start}: {e}"
             return [f"{msg} (data blob {r.blob.id.hex()[:8]})" for r in job.reqs]
         mv = memoryview(raw)
-        plain: list[bytes | str] = []
-        with self.decode_slots:
-            for r in job.reqs:
-                b = r.blob
-                lo = b.offset - job.start
-                try:
-                    plain.append(self.repo.decode_blob(job.pack_id, b, mv[lo : lo + b.length]))
-                except CofferError as e:
-                    plain.append(str(e))
-        del mv, raw
         sparse = self.opts.sparse
         out: list[list[str | None] | str] = []
-        for r, data in zip(job.reqs, plain):
-            if isinstance(data, str):
-                out.append(data)
+        # Decode and write blob by blob: one blob's plaintext at a time, however long the range.
+        for r in job.reqs:
+            b = r.blob
+            lo = b.offset - job.start
+            try:
+                with self.decode_slots:
+                    data = self.repo.decode_blob(job.pack_id, b, mv[lo : lo + b.length])
+            except CofferError as e:
+                out.append(str(e))
                 continue
             n = len(data)
+            targets = r.targets
+            if len(targets) == 1 and not sparse:
+                f = targets[0][0]
+                if f.blobs is not None and len(f.blobs) == 1 and f.tmp is None:
+                    out.append([self._write_whole(f, data)])
+                    continue
             skip = sparse and n > 0 and data[0] == 0 and data[-1] == 0 and data == bytes(n)
             written: list[str | None] = []
-            for f, off in r.targets:
+            for f, off in targets:
                 err = None
                 if not skip:
                     try:
@@ -998,23 +1191,64 @@ class _Restorer:
             out.append(written)
         return out
 
-    def _fetch_and_write(self, jobs: Sequence[_Job]) -> None:
+    def _write_whole(self, f: _Item, data: bytes) -> str | None:
+        """Worker: a file whose whole content is this one blob, created, written, finished and
+        renamed into place right here (most files of a tree of small files): no descriptor kept,
+        no hand-over to the main thread but the result. ``_WHOLE`` when done, else why not."""
+        with self.fd_lock:
+            if f.state != _PENDING:
+                return None  # failed meanwhile: nothing to write
+            dfd = self.root_fd if f.parent.parent is None else self._dirfd_locked(f.parent)
+            f.parent.pins += 1
+        try:
+            while True:
+                tmp = _tmp_name(f.name)
+                try:
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                 dir_fd=dfd)
+                    break
+                except FileExistsError:
+                    continue
+            f.tmp = tmp
+            with self.fd_lock:
+                self.with_tmp.add(f)
+            try:
+                _pwrite_all(fd, data, 0)
+                self._before_finish(f)
+                self._set_meta(f.loc, f.node, fd=fd)
+            finally:
+                os.close(fd)
+            self._replace(dfd, tmp, f.name)
+        except OSError as e:
+            return f"write: {e.strerror or e}"
+        finally:
+            with self.fd_lock:
+                f.parent.pins -= 1
+        return _WHOLE
+
+    def _before_finish(self, f: _Item) -> None:
+        """A file's content is complete and it is about to be finished; for subclasses (tests' crash sites)."""
+
+    def _fetch_and_write(self, jobs: Iterable[_Job]) -> None:
         inflight: dict[cf.Future[list[list[str | None] | str]], _Job] = {}
         it = iter(jobs)
-        limit = self.workers + 1  # bounds memory: each job holds up to MAX_READ + MAX_PLAIN bytes
+        limit = self.workers + 1
+        nbytes = 0  # read (or being read) and not yet written: bounds memory
+        nxt = next(it, None)
 
         def top_up() -> None:
-            while len(inflight) < limit:
-                job = next(it, None)
-                if job is None:
-                    return
-                inflight[self.pool.submit(self._fetch, job)] = job
+            nonlocal nxt, nbytes
+            while nxt is not None and len(inflight) < limit and (not inflight or nbytes + nxt.length <= READ_BUDGET):
+                inflight[self.pool.submit(self._fetch, nxt)] = nxt
+                nbytes += nxt.length
+                nxt = next(it, None)
 
         top_up()
         while inflight:
             done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
             for fut in done:
                 job = inflight.pop(fut)
+                nbytes -= job.length
                 results = fut.result()
                 top_up()  # keep the workers busy while this thread writes
                 self._write(job, results)
@@ -1025,8 +1259,7 @@ class _Restorer:
 
     # ---------------------------------------------------------------- phase B in worker processes
     def _process_count(self) -> int:
-        n = env_int("COFFER_RESTORE_PROCESSES", min(4, os.cpu_count() or 1))
-        return n if n >= 2 and self.repo.backend_recipe is not None else 0
+        return process_count(self.repo.backend_recipe)
 
     def _threshold(self) -> int:
         return env_int("COFFER_RESTORE_PROCESS_THRESHOLD", 32 << 20)
@@ -1035,35 +1268,32 @@ class _Restorer:
         """Start the worker processes while planning goes on, once the plan holds enough content:
         their start-up (an interpreter, imports, a backend) then costs no wall time."""
         if self._early is not None or self._planned_bytes < self._threshold():
-            return
+            return  # already started (maybe before the repository was open), or not worth it yet
         n = self._process_count()
         self._early = []
         for _ in range(n):
             self._early.append(self._spawn_worker())
 
-    def _spawn_worker(self) -> tuple[subprocess.Popen[bytes], Connection, Connection]:
+    def _spawn_worker(self) -> _Proc:
         """Start a worker and tell it at once how to open the repository: it connects (an S3
-        client, say) while this process still plans; its share follows in a second message."""
-        from coffer.engine.workerpool import spawn_worker
+        client, say) while this process still plans; its files follow in later messages."""
+        assert self.repo.backend_recipe is not None
+        proc = _start_worker(self.repo.backend_recipe)
+        self._send_setup(proc[1])
+        return proc
 
+    def _send_setup(self, out: Connection) -> None:
         repo = self.repo
-        popen, out, inp = spawn_worker("coffer.engine.restore_worker")
-        out.send({"recipe": repo.backend_recipe, "key": repo.key, "config": repo.config, "key_id": repo.key_id,
-                  "opts": dataclasses.replace(self.opts, verify=False)})
-        return popen, out, inp
+        try:
+            out.send({"key": repo.key, "config": repo.config, "key_id": repo.key_id,
+                      "opts": dataclasses.replace(self.opts, verify=False)})
+        except OSError:
+            pass  # a worker that died: found when its first deal is sent
 
     def _close_early_workers(self) -> None:
         """Workers started early but given nothing to do: closing their pipe ends them."""
         early, self._early = self._early, []
-        for popen, out, inp in early or ():
-            out.close()
-            inp.close()
-            if popen.poll() is None:
-                try:
-                    popen.wait(5)
-                except subprocess.TimeoutExpired:
-                    popen.kill()
-                    popen.wait()
+        _end_workers(early or [])
 
     def _processes(self) -> int:
         """How many worker processes write the content: 0 for threads in this process.
@@ -1079,128 +1309,29 @@ class _Restorer:
         return min(n, len(pending))
 
     def _write_in_processes(self, n: int) -> None:
-        """Hand contiguous shares of the files to ``n`` worker processes; finish what they report.
-
-        Blob locations are looked up here, straight into the plain tuples the workers get (no
-        per-blob objects: with tens of thousands of files that bookkeeping held the workers up)."""
-        from multiprocessing.connection import wait
+        """Deal every file with content out to ``n`` worker processes; finish what they report."""
+        from coffer.engine.restore_dispatch import Dispatcher
 
         files = [f for f in self.data_files if f.state == _PENDING]
-        # Contiguous pieces (files that share packs stay together), dealt out in turn: one worker
-        # getting all the small files (whose cost is per file, not per byte) would finish last.
-        # Each piece goes to the worker with the least work so far, so a single large file (its own
-        # piece) is balanced by the pieces that follow it.
-        total = sum(f.node.size + _FILE_COST for f in files)
-        step = max(1, total // (_PIECES_PER_WORKER * n))
-        shares: list[list[_Item]] = [[] for _ in range(n)]
-        load = [0] * n
-        piece: list[_Item] = []
-        weight = 0
-        for f in files:
-            piece.append(f)
-            weight += f.node.size + _FILE_COST
-            if weight >= step or f is files[-1]:
-                k = load.index(min(load))
-                shares[k].extend(piece)
-                load[k] += weight
-                piece, weight = [], 0
-        repo = self.repo
         early, self._early = self._early or [], []
-        procs = []
-        lookup = repo.index.lookup
-        locs: dict[bytes, tuple[bytes, int, int, int, int]] = {}  # ID -> pack, offset, length, ulen, plain length
+        procs = early[:n]
+        self._early = early[n:]
+        self._close_early_workers()  # any left over get nothing to do
+        disp = None
         try:
-            for share in shares:
-                # Plain tuples, not Node/PackedBlob objects: pickling dataclasses costs as much as
-                # the whole planning did.
-                dirs: dict[_Dir, int] = {}
-                dir_comps: list[list[bytes]] = []
-                msg_files = []
-                sent: list[_Item] = []
-                blobs: dict[bytes, tuple[bytes, int, int, int]] = {}
-                for f in share:
-                    nd = f.node
-                    size = 0
-                    missing = None
-                    for bid in nd.content or ():
-                        loc = locs.get(bid)
-                        if loc is None:
-                            pl = lookup(BlobType.DATA, bid)
-                            if pl is None:
-                                missing = bid
-                                break
-                            b = pl.blob
-                            loc = locs[bid] = (pl.pack_id, b.offset, b.length, b.uncompressed_length, b.plain_length)
-                        blobs[bid] = loc[:4]
-                        size += loc[4]
-                    if missing is not None:
-                        self._fail(f, f"data blob {missing.hex()} is not in the index (missing from the repository)")
-                        continue
-                    f.size = size
-                    di = dirs.get(f.parent)
-                    if di is None:
-                        di = dirs[f.parent] = len(dir_comps)
-                        comps: list[bytes] = []
-                        cur: _Dir | None = f.parent
-                        while cur is not None and cur.parent is not None:
-                            comps.append(cur.name)
-                            cur = cur.parent
-                        dir_comps.append(comps[::-1])
-                    msg_files.append((di, f.name, f.loc, (nd.mode, nd.uid, nd.gid, nd.mtime, nd.atime, nd.xattrs),
-                                      nd.content))
-                    sent.append(f)
-                if not sent:
-                    continue
-                popen, out, inp = early.pop() if early else self._spawn_worker()
-                procs.append((popen, out, inp, sent))
-                out.send({"dirs": dir_comps, "files": msg_files, "blobs": blobs})
-            self._early, early = early, []  # any left over get nothing to do
-            self._close_early_workers()
-            live = {inp: (popen, share) for popen, _, inp, share in procs}
-            while live:
-                for conn in wait(list(live)):
-                    assert isinstance(conn, Connection)
-                    popen, share = live[conn]
-                    try:
-                        msg = conn.recv()
-                    except (EOFError, OSError):
-                        rc = popen.wait()
-                        why = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
-                        self._fail_share(share, f"restore worker process {popen.pid} died ({why})")
-                        del live[conn]
-                        continue
-                    if msg[0] == "files":
-                        _, done, nbytes, errs = msg
-                        for loc_, text in errs:
-                            self.error(loc_, text)
-                        self.progress.add_bytes(nbytes)
-                        for idx, err in done:
-                            f = share[idx]
-                            if f.state != _PENDING:
-                                continue
-                            if err is None:
-                                self._done(f)
-                            else:
-                                self._fail(f, err, report=False)  # the worker sent its message
-                    else:
-                        if msg[0] == "error":
-                            self._fail_share(share, f"restore worker process {popen.pid}: {msg[1]}")
-                        del live[conn]
+            while len(procs) < n:
+                procs.append(self._spawn_worker())
+            disp = Dispatcher(self, procs)
+            disp.deal(files)
+            disp.finish()
         finally:
-            self._early = early
-            self._close_early_workers()
-            for popen, out, inp, share in procs:
-                if popen.poll() is None and any(f.state == _PENDING for f in share):
-                    popen.kill()
-                out.close()
-                inp.close()
-                popen.wait()
+            if disp is not None:
+                disp.close()
+            else:
+                self._early = procs
+                self._close_early_workers()
         if self.opts.verify:
             self._assign_blobs()  # blob lists for _verify (files already failed stay failed)
-
-    def _fail_share(self, share: list[_Item], msg: str) -> None:
-        for f in share:
-            self._fail(f, msg)
 
     def _write(self, job: _Job, results: list[list[str | None] | str]) -> None:
         """Account for what a worker wrote: finish files whose content is complete, fail others."""
@@ -1213,6 +1344,13 @@ class _Restorer:
             n = r.blob.plain_length
             for (f, _), err in zip(r.targets, res):
                 if f.state != _PENDING:
+                    continue
+                if err is _WHOLE:  # written and finished by the worker
+                    add_bytes(n)
+                    f.remaining = 0
+                    self.with_tmp.discard(f)
+                    self._file_finished(f, None)
+                    self._done(f)
                     continue
                 if err is not None:
                     self._fail(f, err)

@@ -83,6 +83,12 @@ class MasterIndex:
     def has_pack(self, pack_id: bytes) -> bool:
         return pack_id in self._pack_num
 
+    def tree_pack_ids(self) -> set[bytes]:
+        """Packs holding (the indexed copy of) a tree blob: the packs worth caching."""
+        unpack_num = struct.Struct("<I").unpack_from
+        ids = self._pack_ids
+        return {ids[unpack_num(rec)[0]] for key, rec in list(self._blobs.items()) if len(key) == 33}
+
     def data_blob_ids(self) -> list[bytes]:
         return [k for k in list(self._blobs) if len(k) == 32]
 

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from coffer.store.backend.base import Backend
 from coffer.store.backend.cache import CachedBackend, default_cache_dir
 from coffer.store.backend.local import LocalBackend
-from coffer.store.format.pack import BlobType
 from coffer.store.master_index import MasterIndex
 from coffer.store.repository import Repository
 
@@ -52,7 +51,7 @@ def tree_pack_predicate(repo: Repository) -> Callable[[str], bool]:
         packs = memo.get(id(idx))
         if packs is None:
             memo.clear()
-            packs = memo[id(idx)] = {pid.hex() for pid, b in idx.items() if b.type == BlobType.TREE}
+            packs = memo[id(idx)] = {pid.hex() for pid in idx.tree_pack_ids()}
         return name in packs
 
     return is_tree_pack

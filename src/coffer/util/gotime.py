@@ -124,8 +124,66 @@ class GoTime:
         return self.ns / NS
 
 
-def parse(s: str) -> GoTime:
-    """Parse an RFC3339(Nano) string; raises ValueError on anything else."""
+# A restore parses two timestamps per file and directory; most share their date-and-time-to-the-second
+# part or at least their zone with one parsed before, so the regular expression runs once per head.
+_heads: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" (validated) -> its seconds as if written in UTC
+_zones: dict[str, int] = {}  # "+HH:MM" (validated) -> offset seconds
+_CACHE_MAX = 1 << 16
+
+
+def _parse_cached(s: str) -> tuple[int, int] | None:
+    """(epoch ns, offset) when the head and zone were seen before, else None (take the slow path)."""
+    base = _heads.get(s[:19])
+    if base is None:
+        return None
+    rest = s[19:]
+    last = rest[-1:]
+    if last == "Z" or last == "z":
+        offset, frac = 0, rest[:-1]
+    else:
+        off = _zones.get(rest[-6:])
+        if off is None:
+            return None
+        offset, frac = off, rest[:-6]
+    if not frac:
+        return (base - offset) * NS, offset
+    digits = frac[1:]
+    if frac[0] != "." or not 1 <= len(digits) <= 9 or not (digits.isascii() and digits.isdigit()):
+        return None
+    return (base - offset) * NS + int(digits) * 10 ** (9 - len(digits)), offset
+
+
+_HEAD_SEPARATORS = ((4, "-"), (7, "-"), (13, ":"), (16, ":"))
+
+
+def _parse_head(s: str) -> int | None:
+    """The common layout's "YYYY-MM-DDTHH:MM:SS" as seconds (as if UTC), without the regular
+    expression; None for anything else (the slow path decides)."""
+    head = s[:19]
+    if len(head) != 19 or not head.isascii() or head[10] not in "Tt":
+        return None
+    for i, c in _HEAD_SEPARATORS:
+        if head[i] != c:
+            return None
+    digits = head[0:4] + head[5:7] + head[8:10] + head[11:13] + head[14:16] + head[17:19]
+    if not digits.isdigit():
+        return None
+    year, mon, day = int(head[0:4]), int(head[5:7]), int(head[8:10])
+    hh, mm, ss = int(head[11:13]), int(head[14:16]), int(head[17:19])
+    if not (1 <= mon <= 12 and 1 <= day <= 31 and hh <= 23 and mm <= 59 and ss <= 60):
+        return None
+    base = _days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
+    if len(_heads) >= _CACHE_MAX:
+        _heads.clear()
+    _heads[head] = base
+    return base
+
+
+def _parse_slow(s: str) -> tuple[int, int]:
+    if _parse_head(s) is not None:  # a new head of the common layout: cached, then parsed the fast way
+        r = _parse_cached(s)
+        if r is not None:
+            return r
     m = _RFC3339.fullmatch(s)
     if not m:
         raise ValueError(f"not an RFC3339 time: {s!r}")
@@ -138,12 +196,25 @@ def parse(s: str) -> GoTime:
         offset = (int(m.group(10)) * 3600 + int(m.group(11)) * 60) * (1 if m.group(9) == "+" else -1)
     if not (1 <= mon <= 12 and 1 <= day <= 31 and hh <= 23 and mm <= 59 and ss <= 60):
         raise ValueError(f"time out of range: {s!r}")
-    sec = _days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss - offset
-    return GoTime(sec * NS + ns_frac, offset)
+    base = _days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
+    if m.end(6) == 19 and s.isascii():  # the common layout: remember its head (and zone)
+        if len(_heads) >= _CACHE_MAX:
+            _heads.clear()
+        _heads[s[:19]] = base
+        if m.group(9) and len(_zones) < 1024:
+            _zones[s[m.start(9):]] = offset
+    return (base - offset) * NS + ns_frac, offset
+
+
+def parse(s: str) -> GoTime:
+    """Parse an RFC3339(Nano) string; raises ValueError on anything else."""
+    r = _parse_cached(s) or _parse_slow(s)
+    return GoTime(r[0], r[1])
 
 
 def parse_ns(s: str) -> int:
-    return parse(s).ns
+    r = _parse_cached(s) or _parse_slow(s)
+    return r[0]
 
 
 def now_ns() -> int:

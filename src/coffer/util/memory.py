@@ -1,4 +1,5 @@
-"""glibc malloc settings that keep a multi-threaded backup's memory bounded.
+"""Memory settings: glibc malloc's that keep a multi-threaded backup's memory bounded, and the
+cyclic garbage collector's that keep it off the hot path.
 
 The pipeline allocates and frees many buffers of 0.5-16 MiB from several threads. Left alone,
 glibc raises its mmap threshold after the first such buffer is freed (so later ones come from the
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import os
 
+GC_GEN0 = 50_000
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
 
@@ -37,3 +40,14 @@ def tune_malloc(mmap_threshold: int | None = None, arena_max: int = 2) -> bool:
     ok = bool(mallopt(M_MMAP_THRESHOLD, mmap_threshold)) if mmap_threshold else True
     ok = bool(mallopt(M_ARENA_MAX, arena_max)) and ok
     return ok
+
+
+def tune_gc(gen0: int = GC_GEN0) -> None:
+    """Look for reference cycles every ``gen0`` net allocations instead of Python's 700.
+
+    A restore or backup holds hundreds of thousands of long-lived objects (tree nodes, plan
+    entries, blob locations); at the default thresholds the collector walks them over and over
+    (0.3-0.4 s of CPU in the parent of a 512 MiB restore alone). Cycles are still collected, in
+    batches of at most ``gen0`` objects, so memory stays bounded."""
+    _, g1, g2 = gc.get_threshold()
+    gc.set_threshold(gen0, g1, g2)

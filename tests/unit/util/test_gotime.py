@@ -121,8 +121,30 @@ def test_negative_years_clamp_to_zero() -> None:
     ],
 )
 def test_parse_rejects(bad: str) -> None:
+    # Warm the cache of heads and zones first: the cached path must reject what the slow one does.
+    gotime.parse("2020-01-01T00:00:00+01:00")
+    gotime.parse("2020-01-01T00:00:00.5Z")
     with pytest.raises(ValueError):
         gotime.parse(bad)
+    with pytest.raises(ValueError):
+        gotime.parse_ns(bad)
+
+
+@given(wall_times(), st.text(alphabet="0123456789.+-:Zz\n\u0663", max_size=12))
+def test_cached_parse_agrees_with_the_regular_expression(t: tuple[int, int], tail: str) -> None:
+    s = gotime.format_ns(*t)
+    variants = [s, s[:19] + tail, s[:19] + "." + tail, s[:19] + tail + "Z", s[:19] + tail + "+05:30"]
+    gotime.parse(s)  # its head (and zone) are now cached
+    gotime.parse("2001-02-03T04:05:06+05:30")
+    for v in variants:
+        try:
+            want = gotime._parse_slow(v)
+        except ValueError:
+            assert gotime._parse_cached(v) is None
+        else:
+            got = gotime._parse_cached(v)
+            assert got is None or got == want
+            assert gotime.parse_ns(v) == want[0]
 
 
 def test_parse_lowercase_separators() -> None:

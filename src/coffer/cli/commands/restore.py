@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
+from coffer.actions.session import backend_recipe, open_repo
 from coffer.cli.commands.snapshots import filter_options, local_time
 from coffer.cli.globals import GlobalOptions
 from coffer.cli.output import ProgressReporter, format_bytes, format_duration
 from coffer.engine import snapshots as snapsel
 from coffer.engine.progress import Progress
-from coffer.engine.restore import RestoreOptions, restore
+from coffer.engine.restore import RestoreOptions, restore, start_workers
 from coffer.errors import RestoreError, UsageError
 
 
@@ -42,7 +45,12 @@ def command(g: GlobalOptions, snapshot_ids: tuple[str, ...], target: str, includ
     p = g.printer
     flt = snapsel.SnapshotFilter.build(hosts, tags, paths)
     progress = Progress()
-    with g.open(lock="none" if g.no_lock else "shared") as repo:
+    # A whole-snapshot restore is usually big enough for worker processes: start them now, so
+    # their start-up overlaps the key derivation, the lock and the index instead of the restore.
+    # (With include patterns or a subpath, the restore starts them itself if it turns out big.)
+    access = g.access()
+    early = None if includes or iincludes or subpath else start_workers(backend_recipe(access))
+    with early or contextlib.nullcontext(), open_repo(access, "none" if g.no_lock else "shared") as repo:
         snaps = repo.list_snapshots(on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}"))
         snap = snapsel.find(snaps, spec, flt)
         repo.load_index()
@@ -54,7 +62,7 @@ def command(g: GlobalOptions, snapshot_ids: tuple[str, ...], target: str, includ
             overwrite=not no_overwrite,
         )
         with ProgressReporter(p, progress, kind="restore"):
-            result = restore(repo, snap.tree, opts, progress)
+            result = restore(repo, snap.tree, opts, progress, early)
     for issue in result.errors:
         p.warn(f"ignoring error for {issue.path}: {issue.message}")
     if verify:

@@ -45,10 +45,16 @@ class FileInfo:
     size: int
 
 
+REMOTE_READ_SIZE = 32 * 1024 * 1024  # above restic's 16 MiB packs: one request per pack and reader
+
+
 @dataclass(frozen=True, slots=True)
 class BackendProperties:
     connections: int = 2  # useful parallel requests
     atomic_replace: bool = True  # a save either lands whole or not at all
+    # Reads up to this size are worth merging into one request: over a network each request costs a
+    # round trip (and, on S3, a fee), and some servers read the whole object for every ranged GET.
+    read_size: int = 4 * 1024 * 1024
 
 
 class Backend(abc.ABC):

@@ -25,7 +25,7 @@ from coffer.errors import (
     TransientBackendError,
     UsageError,
 )
-from coffer.store.backend.base import Backend, BackendProperties, FileInfo, FileType, Handle
+from coffer.store.backend.base import REMOTE_READ_SIZE, Backend, BackendProperties, FileInfo, FileType, Handle
 
 V2 = "application/vnd.x.restic.rest.v2"
 DEFAULT_CONNECTIONS = 5
@@ -56,7 +56,7 @@ class RestBackend(Backend):
 
     @property
     def properties(self) -> BackendProperties:
-        return BackendProperties(connections=self.connections, atomic_replace=True)
+        return BackendProperties(connections=self.connections, atomic_replace=True, read_size=REMOTE_READ_SIZE)
 
     # ---------------------------------------------------------------- plumbing
     def _session(self) -> Any:

@@ -1,10 +1,13 @@
-"""S3 and S3-compatible object storage (AWS, Ceph RGW, MinIO, ...) through boto3.
+"""S3 and S3-compatible object storage (AWS, Ceph RGW, MinIO, ...) through botocore.
 
 Layout is restic's: ``<prefix>/config``, ``<prefix>/keys/<id>``, ``<prefix>/data/<id[:2]>/<id>``,
 so restic and coffer share one bucket. A PUT is atomic on every S3 implementation, which is all
 the all-or-nothing ``save`` needs: packs stay far below the 5 GiB single-PUT limit, so there are no
 multipart uploads whose leftovers could linger. Every PUT carries Content-MD5, so a body damaged on
 the way is refused by the server instead of stored.
+
+botocore directly, not boto3: a boto3 session only wraps botocore's for clients, and importing boto3
+(and s3transfer with it) costs every process, restore workers included, about a tenth of a second.
 
 botocore's own retries are switched off: the retry wrapper is the one place that retries, and a
 permanent error (wrong key, missing bucket) must reach the user at once, not after a minute.
@@ -31,7 +34,7 @@ from coffer.errors import (
     TransientBackendError,
     UsageError,
 )
-from coffer.store.backend.base import Backend, BackendProperties, FileInfo, FileType, Handle
+from coffer.store.backend.base import REMOTE_READ_SIZE, Backend, BackendProperties, FileInfo, FileType, Handle
 
 DEFAULT_CONNECTIONS = 5
 _TRANSIENT_CODES = {
@@ -78,7 +81,7 @@ class S3Location:
 
 class S3Backend(Backend):
     def __init__(self, url: str, options: dict[str, str] | None = None) -> None:
-        import boto3
+        import botocore.session
         from botocore.config import Config
 
         options = options or {}
@@ -112,15 +115,16 @@ class S3Backend(Backend):
             tcp_keepalive=True,
         )
         try:
-            session = boto3.session.Session(profile_name=options.get("s3.profile") or None)
-            self.client: Any = session.client("s3", endpoint_url=self.loc.endpoint, config=config, verify=verify)
+            session = botocore.session.Session(profile=options.get("s3.profile") or None)
+            self.client: Any = session.create_client("s3", endpoint_url=self.loc.endpoint, config=config,
+                                                     verify=verify)
         except Exception as e:  # a missing profile, an unreadable config file, a bad endpoint
             raise self._translate(e, "open") from None
         self._created = threading.Event()
 
     @property
     def properties(self) -> BackendProperties:
-        return BackendProperties(connections=self.connections, atomic_replace=True)
+        return BackendProperties(connections=self.connections, atomic_replace=True, read_size=REMOTE_READ_SIZE)
 
     # ---------------------------------------------------------------- naming
     def key(self, h: Handle) -> str:

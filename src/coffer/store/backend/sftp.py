@@ -35,7 +35,7 @@ from coffer.errors import (
     TransientBackendError,
     UsageError,
 )
-from coffer.store.backend.base import Backend, BackendProperties, FileInfo, FileType, Handle
+from coffer.store.backend.base import REMOTE_READ_SIZE, Backend, BackendProperties, FileInfo, FileType, Handle
 
 _TMP_MARK = "-tmp-"
 DEFAULT_CONNECTIONS = 3
@@ -85,7 +85,7 @@ class SFTPBackend(Backend):
 
     @property
     def properties(self) -> BackendProperties:
-        return BackendProperties(connections=self.connections, atomic_replace=True)
+        return BackendProperties(connections=self.connections, atomic_replace=True, read_size=REMOTE_READ_SIZE)
 
     # ---------------------------------------------------------------- connections
     def _connect(self) -> tuple[Any, Any]:
