@@ -307,15 +307,16 @@ def _tmp_name(name: bytes) -> bytes:
 
 class _Restorer:
     def __init__(self, repo: Repository, opts: RestoreOptions, progress: Progress,
-                 early: list[_Proc] | None = None) -> None:
+                 early: list[_Proc] | None = None, threads: int = 0) -> None:
         self.repo = repo
         self.opts = opts
         self.progress = progress
         self.result = RestoreResult()
         self.incl = ExcludeRules.build(opts.includes, opts.iincludes)
         self.excl = ExcludeRules.build(opts.excludes, opts.iexcludes)
-        # Fetching is I/O as much as CPU: use at least as many threads as the backend has connections.
-        self.workers = max(1, opts.workers, repo.backend.properties.connections)
+        # Fetching is I/O as much as CPU: use at least as many threads as the backend has connections
+        # (a worker process is told its part of them).
+        self.workers = threads or max(1, opts.workers, repo.backend.properties.connections)
         self.pool = cf.ThreadPoolExecutor(self.workers, thread_name_prefix="restore")
         # ...but decode (MAC, AES, zstd, SHA-256) on no more threads than there are cores: more
         # only fight over the GIL while the backend's connections stay busy fetching.
@@ -453,66 +454,87 @@ class _Restorer:
         self.progress.scan_finished = True
 
     def _plan_streamed(self, root: _Dir) -> None:
-        """Plan, create and write level by level: once worker processes run, each level's files go to
-        them as soon as their directories exist, so content is written while deeper trees load.
+        """Plan, create and write as the trees arrive: once worker processes run, the files of each
+        batch of directories go to them as soon as the directories exist, so content is written
+        while the rest of the trees load (in a tree of many small directories most files are in
+        the last, largest level: dealing per level would leave the workers idle until the end).
 
         Only without include patterns: with them a directory stays only if something below it is
         selected, which is known once the whole tree is read (``_plan``'s prune)."""
-        from coffer.engine.restore_dispatch import Dispatcher
+        from coffer.engine.restore_dispatch import DEAL_WEIGHT, FILE_COST, Dispatcher
 
         disp: Dispatcher | None = None
         dealt = 0  # data_files handed out so far
         linked: set[tuple[int, int]] = set()
-        level: list[tuple[_Dir, list[Node]]] = [(root, self._root_nodes)]
+
+        def plan_dir(d: _Dir, nodes: list[Node], to_load: list[tuple[_Dir, bytes]]) -> tuple[int, int]:
+            """``d``'s children planned and made (subdirectories queued); its files and bytes."""
+            subs = list(self._add_children(d, nodes))
+            if not self._create_dir(d):
+                return 0, 0  # nothing below it can be made: its trees are not even read
+            files = nbytes = 0
+            for c in d.children:
+                if isinstance(c, _Dir):
+                    if c.incomplete:
+                        self._create_dir(c)  # no subtree to read: made empty now
+                    continue
+                files += 1
+                n = c.node
+                if n.type == "file":
+                    if n.links > 1 and n.inode:
+                        if (n.device_id, n.inode) in linked:
+                            continue  # a hard link: its content is written once
+                        linked.add((n.device_id, n.inode))
+                    nbytes += n.size
+            to_load.extend(subs)
+            return files, nbytes
+
+        def deal(final: bool = False) -> None:
+            """Hand out what was planned since the last deal once it is worth a deal of its own: each
+            deal costs every worker its own reads of the packs it touches."""
+            nonlocal disp, dealt
+            if disp is None and self._planned_bytes >= self._threshold():
+                self._maybe_start_workers()  # unless they were started before the repository was open
+                if self._early:
+                    disp, self._early = Dispatcher(self, self._early), []
+            if disp is None:
+                return
+            disp.poll()
+            new = self.data_files[dealt:]
+            if not final and sum(f.node.size + FILE_COST for f in new) < DEAL_WEIGHT * len(disp.workers):
+                return
+            disp.deal([f for f in new if f.state == _PENDING])
+            dealt = len(self.data_files)
+
         try:
-            while level:
-                to_load: list[tuple[_Dir, bytes]] = []
-                files = nbytes = 0
-                for d, nodes in level:
-                    subs = list(self._add_children(d, nodes))
-                    if not self._create_dir(d):
-                        continue  # nothing below it can be made: its trees are not even read
-                    for c in d.children:
-                        if isinstance(c, _Dir):
-                            if c.incomplete:
-                                self._create_dir(c)  # no subtree to read: made empty now
+            to_load: list[tuple[_Dir, bytes]] = []
+            self.progress.add_total(*plan_dir(root, self._root_nodes, to_load))
+            deal()
+            while to_load:
+                nxt: list[tuple[_Dir, bytes]] = []
+                step = max(16, min(_TREE_BATCH, -(-len(to_load) // (2 * self.workers))))
+                chunks = [to_load[i : i + step] for i in range(0, len(to_load), step)]
+                loaded = self.pool.map(self.repo.load_trees, [[t for _, t in c] for c in chunks])
+                for chunk, batch in zip(chunks, loaded):  # in order, each as soon as it is read
+                    files = nbytes = 0
+                    for (sub, subtree), res in zip(chunk, batch):
+                        if isinstance(res, Exception):
+                            self.error(sub.loc, f"cannot load tree {subtree.hex()[:8]}: {res}")
+                            sub.incomplete = True
+                            self._create_dir(sub)  # made empty, its metadata left alone
                             continue
-                        files += 1
-                        n = c.node
-                        if n.type == "file":
-                            if n.links > 1 and n.inode:
-                                if (n.device_id, n.inode) in linked:
-                                    continue  # a hard link: its content is written once
-                                linked.add((n.device_id, n.inode))
-                            nbytes += n.size
-                    to_load.extend(subs)
-                self.progress.add_total(files, nbytes)
-                if disp is None and self._planned_bytes >= self._threshold():
-                    self._maybe_start_workers()  # unless they were started before the repository was open
-                    if self._early:
-                        disp, self._early = Dispatcher(self, self._early), []
-                if disp is not None:
-                    disp.deal([f for f in self.data_files[dealt:] if f.state == _PENDING])
-                    dealt = len(self.data_files)
-                    disp.poll()
-                level = []
-                ids = [t for _, t in to_load]
-                step = max(16, min(_TREE_BATCH, -(-len(ids) // (2 * self.workers))))
-                batches = self.pool.map(self.repo.load_trees, [ids[i : i + step] for i in range(0, len(ids), step)])
-                loaded = (res for batch in batches for res in batch)
-                for (sub, subtree), res in zip(to_load, loaded):
-                    if isinstance(res, Exception):
-                        self.error(sub.loc, f"cannot load tree {subtree.hex()[:8]}: {res}")
-                        sub.incomplete = True
-                        self._create_dir(sub)  # made empty, its metadata left alone
-                        continue
-                    level.append((sub, res))
+                        f, n = plan_dir(sub, res, nxt)
+                        files += f
+                        nbytes += n
+                    self.progress.add_total(files, nbytes)
+                    deal()
+                to_load = nxt
             self.progress.scan_finished = True
             if disp is None:  # too little content for processes: write it in threads here
                 self._close_early_workers()
                 self._fetch_and_write(self._make_jobs(self._assign_blobs()))
                 return
-            disp.deal([f for f in self.data_files[dealt:] if f.state == _PENDING])
+            deal(final=True)
             disp.finish()
         finally:
             if disp is not None:
@@ -1224,6 +1246,8 @@ class _Restorer:
         finally:
             with self.fd_lock:
                 f.parent.pins -= 1
+        with self.fd_lock:
+            self.with_tmp.discard(f)  # in place: an interrupted run has nothing of it to remove
         return _WHOLE
 
     def _before_finish(self, f: _Item) -> None:
@@ -1282,11 +1306,18 @@ class _Restorer:
         self._send_setup(proc[1])
         return proc
 
+    def _worker_threads(self) -> int:
+        """Fetch threads per worker process: the backend's connections shared out between the
+        workers (at least two each, so one request is always under way while another is decoded).
+        More only fight over each worker's GIL, and the connection limit is the user's."""
+        n = max(1, self._process_count())
+        return max(2, -(-max(1, self.opts.workers, self.repo.backend.properties.connections) // n))
+
     def _send_setup(self, out: Connection) -> None:
         repo = self.repo
         try:
             out.send({"key": repo.key, "config": repo.config, "key_id": repo.key_id,
-                      "opts": dataclasses.replace(self.opts, verify=False)})
+                      "opts": dataclasses.replace(self.opts, verify=False), "threads": self._worker_threads()})
         except OSError:
             pass  # a worker that died: found when its first deal is sent
 

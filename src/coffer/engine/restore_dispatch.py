@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 FILE_COST = 32 * 1024  # what finishing one file costs, in bytes written (for sharing work out)
 PIECES_PER_WORKER = 16
+DEAL_WEIGHT = 64 * 1024 * 1024  # per worker: smaller deals split a pack's reads into more requests
 
 
 class _Worker:

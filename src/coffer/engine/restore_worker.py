@@ -70,8 +70,8 @@ class _Reporter:
 class _ShareRestorer(_Restorer):
     """A _Restorer whose plan is the parent's deals: existing directories, files with content."""
 
-    def __init__(self, repo: Repository, opts: RestoreOptions, reporter: _Reporter) -> None:
-        super().__init__(repo, opts, reporter.progress)
+    def __init__(self, repo: Repository, opts: RestoreOptions, reporter: _Reporter, threads: int = 0) -> None:
+        super().__init__(repo, opts, reporter.progress, threads=threads)
         self.reporter = reporter
         self.index_of: dict[_Item, int] = {}
         self.root = _Dir(b"", None, None, "/", selected=True)
@@ -157,7 +157,7 @@ def serve(inp: Connection, out: Connection) -> int:
         if first is not None:
             threading.Thread(target=_read_deals, args=(inp, deals), name="deals", daemon=True).start()
         reporter = _Reporter(out, Progress())
-        _ShareRestorer(repo, setup["opts"], reporter).run_deals(deals)
+        _ShareRestorer(repo, setup["opts"], reporter, setup.get("threads", 0)).run_deals(deals)
         reporter.flush()
         out.send(("end",))
         return 0

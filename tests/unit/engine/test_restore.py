@@ -566,14 +566,60 @@ def test_chown_eperm_is_silent_only_for_non_root(
     assert (inside(tmp_path / "out", src) / "f").read_text() == "x"  # content restored either way
 
 
+def test_interrupted_restore_of_single_blob_files(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of one blob are written and renamed by the fetching worker itself: interrupted, every
+    file under its final name is whole, no temporary file is left, and a rerun completes."""
+    src = tmp_path / "src"
+    for d in range(8):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(8):
+            write_random(src / f"d{d}" / f"f{i}.bin", 20 * KiB + i, d * 8 + i)
+    repo.pack_size = 64 * KiB  # many packs: many reads, so the interruption comes mid-way
+    tree = backup(repo, src)
+    calls = 0
+    whole = 0
+    real_write = restore_mod._Restorer._write
+    real_whole = restore_mod._Restorer._write_whole
+
+    def write_then_die(self: restore_mod._Restorer, job: object, results: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise KeyboardInterrupt
+        real_write(self, job, results)  # type: ignore[arg-type]
+
+    def count_whole(self: restore_mod._Restorer, f: object, data: bytes) -> str | None:
+        nonlocal whole
+        whole += 1
+        return real_whole(self, f, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restore_mod._Restorer, "_write", write_then_die)
+    monkeypatch.setattr(restore_mod._Restorer, "_write_whole", count_whole)
+    target = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run(repo, tree, target, workers=2)
+    assert whole > 0  # the path under test was taken
+    out = inside(target, src)
+    for root, _, names in os.walk(out):
+        assert not [n for n in names if "coffer-tmp" in n]
+        for n in names:
+            p = Path(root) / n
+            assert p.read_bytes() == (src / p.relative_to(out)).read_bytes()
+    monkeypatch.setattr(restore_mod._Restorer, "_write", real_write)
+    clean(run(repo, tree, target))
+    assert_trees_equal(src, out, ignore_root_times=False)
+
+
 def test_interrupted_restore_leaves_no_partial_files(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """T4: killed mid-way, nothing under a final name is incomplete; a rerun gives the right tree."""
     src = tmp_path / "src"
     src.mkdir()
-    for i in range(6):
-        write_random(src / f"f{i}.bin", 1 * MiB + i, i)
+    for i in range(6):  # several blobs each: finished by the main thread once all are written
+        write_random(src / f"f{i}.bin", 4 * MiB + i, i)
     repo.pack_size = 512 * KiB
     tree = backup(repo, src)
     calls = 0
