@@ -53,7 +53,11 @@ def backend_recipe(access: RepoAccess) -> tuple[str, dict[str, str], bool] | Non
 
 
 @contextlib.contextmanager
-def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Repository]:
+def open_repo(
+    access: RepoAccess, lock: LockMode = "shared", prepare: Callable[[Repository], None] | None = None,
+) -> Iterator[Repository]:
+    """The repository, opened and locked. ``prepare`` (read-only: list snapshots, load the index)
+    runs before the caller gets it, during the lock's re-check wait when there is a lock to take."""
     backend = open_backend(access.url, access.options, warn=access.warn)
     if access.read_only:
         from coffer.store.backend.readonly import ReadOnlyBackend
@@ -75,9 +79,12 @@ def open_repo(access: RepoAccess, lock: LockMode = "shared") -> Iterator[Reposit
         if access.pack_size:
             repo.pack_size = access.pack_size
         if lock == "none" or access.no_lock:
+            if prepare is not None:
+                prepare(repo)
             yield repo
             return
-        with RepoLock(repo, exclusive=(lock == "exclusive"), retry_for=access.retry_lock, warn=access.warn):
+        with RepoLock(repo, exclusive=(lock == "exclusive"), retry_for=access.retry_lock, warn=access.warn,
+                      while_waiting=None if prepare is None else lambda: prepare(repo)):
             try:
                 yield repo
             finally:

@@ -81,9 +81,13 @@ class RepoLock:
 
     def __init__(
         self, repo: Repository, *, exclusive: bool, retry_for: float = 0.0,
-        warn: Callable[[str], None] | None = None,
+        warn: Callable[[str], None] | None = None, while_waiting: Callable[[], None] | None = None,
     ) -> None:
         self.repo = repo
+        # Read-only work the caller needs anyway (snapshots, index), done during the re-check's
+        # wait instead of after it: our lock file is written by then, so no exclusive lock (no
+        # prune) can start deleting while it runs, and a conflict found afterwards still fails.
+        self.while_waiting = while_waiting
         self.exclusive = exclusive
         self.retry_for = retry_for
         self.warn = warn
@@ -144,7 +148,15 @@ class RepoLock:
         if conflicts:
             raise self._conflict_error(conflicts[0])
         self.lock_id = self.repo.save_unpacked(FileType.LOCK, self._new_info().to_json())
-        time.sleep(RECHECK_DELAY)
+        start = time.monotonic()
+        work, self.while_waiting = self.while_waiting, None  # once, even if a retry follows
+        if work is not None:
+            try:
+                work()
+            except BaseException:
+                self._remove_own()
+                raise
+        time.sleep(max(0.0, RECHECK_DELAY - (time.monotonic() - start)))
         conflicts = self._conflicts()
         if conflicts:
             self._remove_own()

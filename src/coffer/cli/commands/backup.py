@@ -11,7 +11,7 @@ from typing import Any, BinaryIO
 
 import click
 
-from coffer.actions.backup import BackupPlan, run_backup
+from coffer.actions.backup import BackupPlan, load_for_backup, run_backup
 from coffer.actions.session import open_repo
 from coffer.cli.globals import GlobalOptions
 from coffer.cli.output import ProgressReporter, format_bytes, format_duration
@@ -138,11 +138,12 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
         msg = f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files"
         p.print(msg)
 
-    with open_repo(access, "shared") as repo:
+    snaps: list[Snapshot] = []
+    with open_repo(access, "shared", lambda r: snaps.extend(load_for_backup(r))) as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
         with ProgressReporter(p, progress, json_status=_status_json) as reporter:
             plan = BackupPlan(req, parent_spec=parent or None, force=force)
-            result = run_backup(repo, plan, progress, on_parent, count_totals=reporter.enabled)
+            result = run_backup(repo, plan, progress, on_parent, count_totals=reporter.enabled, snapshots=snaps)
     _report(g, result, dry_run)
     return EXIT_PARTIAL if result.partial else 0
 

@@ -14,6 +14,8 @@ from coffer.engine import snapshots as snapsel
 from coffer.engine.progress import Progress
 from coffer.engine.restore import RestoreOptions, restore, start_workers
 from coffer.errors import RestoreError, UsageError
+from coffer.store.format.snapshot import Snapshot
+from coffer.store.repository import Repository
 
 
 @click.command("restore")
@@ -50,10 +52,15 @@ def command(g: GlobalOptions, snapshot_ids: tuple[str, ...], target: str, includ
     # (With include patterns or a subpath, the restore starts them itself if it turns out big.)
     access = g.access()
     early = None if includes or iincludes or subpath else start_workers(backend_recipe(access))
-    with early or contextlib.nullcontext(), open_repo(access, "none" if g.no_lock else "shared") as repo:
-        snaps = repo.list_snapshots(on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}"))
-        snap = snapsel.find(snaps, spec, flt)
+    snaps: list[Snapshot] = []
+
+    def prepare(repo: Repository) -> None:  # during the lock's wait: snapshots first, then the index
+        snaps.extend(repo.list_snapshots(
+            on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}")))
         repo.load_index()
+
+    with early or contextlib.nullcontext(), open_repo(access, "none" if g.no_lock else "shared", prepare) as repo:
+        snap = snapsel.find(snaps, spec, flt)
         p.print(f"restoring <Snapshot {snap.id.hex()[:8]} of [{' '.join(snap.paths)}] at {local_time(snap)} by "
                 f"{snap.username}@{snap.hostname}> to {target}")
         opts = RestoreOptions(
