@@ -11,7 +11,7 @@ import click
 from coffer import __version__
 from coffer.cli.globals import GlobalOptions
 from coffer.errors import EXIT_FATAL, EXIT_INTERRUPTED, CofferError
-from coffer.util.memory import tune_gc, tune_malloc
+from coffer.util.memory import skip_final_collection, tune_gc, tune_malloc
 
 
 class LazyGroup(click.Group):
@@ -119,6 +119,13 @@ def main(argv: list[str] | None = None) -> None:
     tune_malloc()
     tune_gc()
     args = hoist_global_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        _run(args)
+    finally:
+        skip_final_collection()
+
+
+def _run(args: list[str]) -> None:
     try:
         rv = cli.main(args=args, prog_name="coffer", standalone_mode=False)
     except click.exceptions.Exit as e:

@@ -51,3 +51,13 @@ def tune_gc(gen0: int = GC_GEN0) -> None:
     batches of at most ``gen0`` objects, so memory stays bounded."""
     _, g1, g2 = gc.get_threshold()
     gc.set_threshold(gen0, g1, g2)
+
+
+def skip_final_collection() -> None:
+    """At exit, spare the interpreter its last full collection over everything still alive.
+
+    After a restore or backup that is a plan of hundreds of thousands of objects: the collection
+    took 0.1-0.15 s of a 4 s restore, for memory the process is about to give back anyway.
+    Frozen objects are still freed by reference counting as the modules are torn down; files are
+    closed explicitly, never left to a collector."""
+    gc.freeze()
