@@ -106,6 +106,7 @@ def main() -> None:
     for p in [*repos.values(), *targets.values()]:
         shutil.rmtree(p, ignore_errors=True)
     base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "COFFER_"))}
+    base_env.pop("PYTHONDONTWRITEBYTECODE", None)  # coffer runs with its bytecode cached, as installed
     base_env["RESTIC_PASSWORD"] = PASSWORD
     base_env["RESTIC_CACHE_DIR"] = str(work / "restic-cache")
     shutil.rmtree(work / "restic-cache", ignore_errors=True)

@@ -92,6 +92,7 @@ def main() -> None:
         tools = {"restic": args.restic, "coffer": args.coffer}
         targets = {t: work / f"restore-{t}" for t in tools}
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "COFFER_", "AWS_"))}
+        base_env.pop("PYTHONDONTWRITEBYTECODE", None)  # coffer runs with its bytecode cached, as installed
         base_env.update({"RESTIC_PASSWORD": PASSWORD, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
                          "AWS_DEFAULT_REGION": "us-east-1", "RESTIC_CACHE_DIR": str(work / "restic-cache"),
                          "COFFER_CACHE_DIR": str(work / "coffer-cache")})
