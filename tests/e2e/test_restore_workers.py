@@ -141,6 +141,57 @@ def test_verify_and_sparse_through_the_workers(tmp_path: Path, repo: Path, coffe
     assert restored.stat().st_blocks * 512 < 3 * 1024 * 1024  # the zeros are holes
 
 
+def test_many_small_deals_while_the_trees_load(tmp_path: Path, repo: Path, coffer: Runner) -> None:
+    """Files dealt out batch by batch as their directories are read (deep tree, hard links across
+    batches): the same tree as the threads write, every file by a worker, nothing left behind."""
+    src = source(tmp_path / "src")
+    deep = src / "deep"
+    for i in range(6):
+        deep = deep / f"l{i}"
+        for j in range(3):
+            (deep / f"s{j}").mkdir(parents=True)
+            write_text(deep / f"s{j}" / "x.txt", 300 + i * 7 + j, seed=i * 3 + j)
+    os.link(src / "large.bin", deep / "late-link.bin")
+    coffer("backup", "src", repo=repo, cwd=tmp_path)
+    log = tmp_path / "sites"
+    coffer("restore", "latest", "--target", str(tmp_path / "w"), repo=repo,
+           env={**WORKERS, "COFFER_RESTORE_DEAL_BYTES": "1", "COFFER_FAILPOINT_LOG": str(log)})
+    coffer("restore", "latest", "--target", str(tmp_path / "t"), repo=repo, env=THREADS)
+    assert_trees_equal(src, tmp_path / "w" / "src")
+    assert_trees_equal(tmp_path / "t" / "src", tmp_path / "w" / "src")
+    contents = {p.stat().st_ino for p in src.rglob("*") if p.is_file() and not p.is_symlink() and p.stat().st_size}
+    assert log.read_text().count("restore_worker_file") == len(contents)  # hard links are linked, not written
+    late = next((tmp_path / "w/src/deep").rglob("late-link.bin"))
+    assert (tmp_path / "w/src/large.bin").stat().st_ino == late.stat().st_ino
+    assert not [n for _, _, names in os.walk(tmp_path / "w") for n in names if "coffer-tmp" in n]
+
+
+def test_prestarted_workers_of_a_small_restore_end_unused(tmp_path: Path, repo: Path, coffer: Runner) -> None:
+    """A whole-snapshot restore starts its workers before the repository is open; one too small
+    for them (below the 32 MiB default) writes in threads and leaves no process behind."""
+    src = tmp_path / "src"
+    src.mkdir()
+    write_random(src / "a.bin", 40_000, seed=1)
+    write_text(src / "b.txt", 2_000, seed=2)
+    coffer("backup", "src", repo=repo, cwd=tmp_path)
+    log = tmp_path / "sites"
+    p = subprocess.Popen([COFFER, "restore", "latest", "--target", str(tmp_path / "w")],
+                         env=_env(repo, PASSWORD, {"COFFER_RESTORE_PROCESSES": "2",
+                                                    "COFFER_FAILPOINT_LOG": str(log)}),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: set[int] = set()
+    while p.poll() is None:
+        seen |= set(child_pids(p.pid))
+        time.sleep(0.01)
+    _, err = p.communicate()
+    assert p.returncode == 0, err.decode()
+    assert len(seen) >= 2, "the workers were not started early"
+    assert not log.exists() or "restore_worker_file" not in log.read_text()
+    assert_trees_equal(src, tmp_path / "w" / "src")
+    for pid in seen:  # every worker has ended (and was reaped: no zombie is left either)
+        assert not Path(f"/proc/{pid}").exists()
+
+
 def test_workers_started_early_and_not_needed_end_quietly(tmp_path: Path, repo: Path, coffer: Runner) -> None:
     """The workers start while the plan is read; an include that leaves one file closes them."""
     src = source(tmp_path / "src")

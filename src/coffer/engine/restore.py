@@ -501,7 +501,8 @@ class _Restorer:
                 return
             disp.poll()
             new = self.data_files[dealt:]
-            if not final and sum(f.node.size + FILE_COST for f in new) < DEAL_WEIGHT * len(disp.workers):
+            per_worker = env_int("COFFER_RESTORE_DEAL_BYTES", DEAL_WEIGHT)
+            if not final and sum(f.node.size + FILE_COST for f in new) < per_worker * len(disp.workers):
                 return
             disp.deal([f for f in new if f.state == _PENDING])
             dealt = len(self.data_files)

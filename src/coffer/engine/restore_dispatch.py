@@ -24,7 +24,10 @@ if TYPE_CHECKING:
 
 FILE_COST = 32 * 1024  # what finishing one file costs, in bytes written (for sharing work out)
 PIECES_PER_WORKER = 16
-DEAL_WEIGHT = 64 * 1024 * 1024  # per worker: smaller deals split a pack's reads into more requests
+# Work per worker (bytes, plus FILE_COST per file) planned before it is dealt out
+# (COFFER_RESTORE_DEAL_BYTES): smaller deals start the workers sooner but split a pack's reads into
+# more requests, one per worker and deal.
+DEAL_WEIGHT = 64 * 1024 * 1024
 
 
 class _Worker:
