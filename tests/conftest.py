@@ -43,7 +43,8 @@ def _env(repo: Path | str | None, password: str | None, extra: dict[str, str] | 
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("RESTIC_", "COFFER_")) or k.startswith(("COFFER_BACKUP_PROCESS",
                                                                          "COFFER_RESTORE_PROCESS",
-                                                                         "COFFER_CHECK_PROCESSES"))}
+                                                                         "COFFER_CHECK_PROCESSES",
+                                                                         "COFFER_WORKER_FORK"))}
     env["COFFER_HOSTNAME"] = "testhost"
     if repo is not None:
         env["RESTIC_REPOSITORY"] = str(repo)

@@ -58,8 +58,13 @@ def test_workers_restore_what_threads_and_restic_restore(
            env={**WORKERS, "COFFER_FAILPOINT_LOG": str(log)})
     assert log.read_text().count("restore_worker_file") >= 150, "the workers did not write the files"
     coffer("restore", "latest", "--target", str(tmp_path / "t"), repo=repo, env=THREADS)
+    spawned = tmp_path / "sites-spawned"  # fresh interpreters instead of workers forked from the CLI
+    coffer("restore", "latest", "--target", str(tmp_path / "s"), repo=repo,
+           env={**WORKERS, "COFFER_WORKER_FORK": "0", "COFFER_FAILPOINT_LOG": str(spawned)})
+    assert spawned.read_text().count("restore_worker_file") >= 150
     restic("restore", "latest", "--target", str(tmp_path / "r"), repo=repo)
     assert_trees_equal(src, tmp_path / "w" / "src")
+    assert_trees_equal(src, tmp_path / "s" / "src")
     assert_trees_equal(tmp_path / "t" / "src", tmp_path / "w" / "src")
     assert_trees_equal(tmp_path / "r" / "src", tmp_path / "w" / "src")
     a, b = (tmp_path / "w" / "src" / "dir0" / "own.bin").stat(), (tmp_path / "w/src/dir5/linked-own.bin").stat()

@@ -47,7 +47,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from coffer.engine.excludes import ExcludeRules
 from coffer.engine.progress import Progress
@@ -58,6 +58,9 @@ from coffer.store.format.pack import BlobType, PackedBlob
 from coffer.store.format.tree import Node, unix_perm
 from coffer.store.repository import Repository
 from coffer.util import gotime
+
+if TYPE_CHECKING:
+    from coffer.engine.workerpool import ForkedProcess
 
 # Coalescing: read neighbouring blobs of one pack in a single request when the hole between them is
 # small, up to the backend's read size (4 MiB on a local disk; a whole pack over a network, where
@@ -148,7 +151,7 @@ def restore(
     return _Restorer(repo, opts, progress or Progress(), procs).run(tree_id)
 
 
-_Proc = tuple[subprocess.Popen[bytes], Connection, Connection]
+_Proc = tuple["subprocess.Popen[bytes] | ForkedProcess", Connection, Connection]
 
 
 def process_count(recipe: object) -> int:
@@ -158,16 +161,25 @@ def process_count(recipe: object) -> int:
     return n if n >= 2 and recipe is not None else 0
 
 
-def _start_worker(recipe: tuple[str, dict[str, str], bool]) -> _Proc:
-    """A worker told at once how to reach the backend: it imports and connects meanwhile."""
-    from coffer.engine.workerpool import spawn_worker
+def _start_worker(recipe: tuple[str, dict[str, str], bool], fork_beside: list[_Proc] | None = None) -> _Proc:
+    """A worker told at once how to reach the backend: it imports and connects meanwhile.
 
-    popen, out, inp = spawn_worker("coffer.engine.restore_worker")
+    ``fork_beside`` (the workers started so far): fork it from this process instead of starting
+    a fresh interpreter; only while this process has a single thread (``can_fork``)."""
+    from coffer.engine.workerpool import fork_worker, spawn_worker
+
+    proc: _Proc
+    if fork_beside is not None:
+        from coffer.engine.restore_worker import serve
+
+        proc = fork_worker(serve, [c for _, out, inp in fork_beside for c in (out, inp)])
+    else:
+        proc = spawn_worker("coffer.engine.restore_worker")
     try:
-        out.send({"recipe": recipe})
+        proc[1].send({"recipe": recipe})
     except OSError:
         pass  # it died at once: that shows when its setup is sent
-    return popen, out, inp
+    return proc
 
 
 def _end_workers(procs: list[_Proc]) -> None:
@@ -192,11 +204,20 @@ class EarlyWorkers:
     them unused."""
 
     def __init__(self, recipe: tuple[str, dict[str, str], bool], n: int) -> None:
+        from coffer.engine.workerpool import can_fork
+
         self.recipe = recipe
         self.procs: list[_Proc] = []
         try:
+            fork = can_fork()
+            if fork and recipe[0].startswith("s3:"):
+                # Load botocore and the S3 model here first (this process needs them next anyway):
+                # the forked workers then make their clients in a few milliseconds.
+                from coffer.engine.worker_process import open_backend_recipe
+
+                open_backend_recipe(recipe).close()
             for _ in range(n):
-                self.procs.append(_start_worker(recipe))
+                self.procs.append(_start_worker(recipe, self.procs if fork else None))
         except BaseException:
             self.close()
             raise
@@ -297,6 +318,13 @@ def invalid_name(name: bytes) -> bool:
 
 _TMP_PREFIX = secrets.randbits(32) << 32  # names need not be secret (O_EXCL, O_NOFOLLOW), only unlikely to clash
 _tmp_counter = itertools.count()
+
+
+def reseed_tmp_names() -> None:
+    """A forked worker starts with its parent's prefix and counter: give it its own."""
+    global _TMP_PREFIX, _tmp_counter
+    _TMP_PREFIX = secrets.randbits(32) << 32
+    _tmp_counter = itertools.count()
 
 
 def _tmp_name(name: bytes) -> bytes:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from coffer.store.format.pack import BlobType
 
 if TYPE_CHECKING:
-    from coffer.engine.restore import _Dir, _Item, _Restorer
+    from coffer.engine.restore import _Dir, _Item, _Proc, _Restorer
+    from coffer.engine.workerpool import ForkedProcess
 
 FILE_COST = 32 * 1024  # what finishing one file costs, in bytes written (for sharing work out)
 PIECES_PER_WORKER = 16
@@ -33,14 +34,14 @@ DEAL_WEIGHT = 64 * 1024 * 1024
 class _Worker:
     __slots__ = ("files", "inp", "load", "out", "popen")
 
-    def __init__(self, popen: subprocess.Popen[bytes], out: Connection, inp: Connection) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes] | ForkedProcess, out: Connection, inp: Connection) -> None:
         self.popen, self.out, self.inp = popen, out, inp
         self.files: list[_Item] = []  # everything sent, at the index the worker reports it by
         self.load = 0
 
 
 class Dispatcher:
-    def __init__(self, restorer: _Restorer, procs: list[tuple[subprocess.Popen[bytes], Connection, Connection]]):
+    def __init__(self, restorer: _Restorer, procs: list[_Proc]):
         self.r = restorer
         self.workers = [_Worker(*p) for p in procs]
         self.live: dict[Connection, _Worker] = {w.inp: w for w in self.workers}

@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from coffer.engine.progress import Progress
-from coffer.engine.restore import RestoreOptions, _Dir, _Item, _Job, _Restorer
+from coffer.engine.restore import RestoreOptions, _Dir, _Item, _Job, _Restorer, reseed_tmp_names
 from coffer.engine.worker_process import open_backend_recipe, open_repo, worker_main
 from coffer.store.format.pack import BlobType, PackedBlob
 from coffer.store.format.tree import Node
@@ -144,6 +144,7 @@ def _read_deals(inp: Connection, deals: queue.SimpleQueue[Any]) -> None:
 
 
 def serve(inp: Connection, out: Connection) -> int:
+    reseed_tmp_names()
     try:
         try:
             backend = open_backend_recipe(inp.recv()["recipe"])  # connect while the parent opens and plans

@@ -55,9 +55,14 @@ def open_repo(setup: dict[str, Any], backend: Backend | None = None) -> Reposito
 
 
 def worker_main(argv: list[str], serve: Callable[[Connection, Connection], int]) -> int:
-    """The start of every worker process: ``argv`` is ``[prog, REQ_FD, RES_FD, PARENT_PID]``."""
-    req_fd, res_fd, parent_pid = int(argv[1]), int(argv[2]), int(argv[3])
+    """The start of every spawned worker process: ``argv`` is ``[prog, REQ_FD, RES_FD, PARENT_PID]``."""
+    return run_worker(int(argv[1]), int(argv[2]), int(argv[3]), serve)
+
+
+def run_worker(req_fd: int, res_fd: int, parent_pid: int, serve: Callable[[Connection, Connection], int]) -> int:
+    """A worker's life, spawned or forked: tied to its parent, deaf to Ctrl-C, serving two pipes."""
     die_with_parent(parent_pid)
     tune_gc()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker would inherit the CLI's handler
     return serve(Connection(req_fd, writable=False), Connection(res_fd, readable=False))

@@ -79,6 +79,25 @@ class S3Location:
         return cls(endpoint, parts[0], "/".join(parts[1:]), aws)
 
 
+_loaders: dict[Any, Any] = {}
+_loaders_lock = threading.Lock()
+
+
+def _shared_loader(session: Any) -> Any:
+    """One botocore data loader per data path for the whole process: it keeps the parsed service
+    model and endpoint rules, so the second client costs half the first; restore workers forked
+    after a first client start with them parsed. (Sessions stay per backend: credentials and
+    profiles are resolved afresh each time.)"""
+    from botocore.loaders import create_loader
+
+    path = session.get_config_variable("data_path")
+    with _loaders_lock:
+        loader = _loaders.get(path)
+        if loader is None:
+            loader = _loaders[path] = create_loader(path)
+        return loader
+
+
 class S3Backend(Backend):
     def __init__(self, url: str, options: dict[str, str] | None = None) -> None:
         import botocore.session
@@ -116,6 +135,7 @@ class S3Backend(Backend):
         )
         try:
             session = botocore.session.Session(profile=options.get("s3.profile") or None)
+            session.register_component("data_loader", _shared_loader(session))
             self.client: Any = session.create_client("s3", endpoint_url=self.loc.endpoint, config=config,
                                                      verify=verify)
         except Exception as e:  # a missing profile, an unreadable config file, a bad endpoint
