@@ -9,6 +9,7 @@ Reproducing the exact string matters: it is part of the tree bytes, hence of the
 
 from __future__ import annotations
 
+import datetime
 import re
 import time
 from dataclasses import dataclass
@@ -153,29 +154,29 @@ def _parse_cached(s: str) -> tuple[int, int] | None:
     return (base - offset) * NS + int(digits) * 10 ** (9 - len(digits)), offset
 
 
-_HEAD_SEPARATORS = ((4, "-"), (7, "-"), (13, ":"), (16, ":"))
+_EPOCH_DAYS = datetime.date(1970, 1, 1).toordinal()
+_from_iso = datetime.datetime.fromisoformat
 
 
 def _parse_head(s: str) -> int | None:
-    """The common layout's "YYYY-MM-DDTHH:MM:SS" as seconds (as if UTC), without the regular
-    expression; None for anything else (the slow path decides)."""
+    """The common layout's "YYYY-MM-DDTHH:MM:SS" as seconds (as if UTC), parsed in C; None for
+    anything else (the regular expression decides: leap seconds, day 31 of a short month...)."""
     head = s[:19]
-    if len(head) != 19 or not head.isascii() or head[10] not in "Tt":
+    if len(head) != 19 or head[4] != "-" or head[7] != "-" or head[13] != ":" or head[16] != ":":
         return None
-    for i, c in _HEAD_SEPARATORS:
-        if head[i] != c:
+    sep = head[10]
+    if sep != "T":
+        if sep != "t":
             return None
-    digits = head[0:4] + head[5:7] + head[8:10] + head[11:13] + head[14:16] + head[17:19]
-    if not digits.isdigit():
+        head = head[:10] + "T" + head[11:]
+    try:
+        d = _from_iso(head)
+    except ValueError:
         return None
-    year, mon, day = int(head[0:4]), int(head[5:7]), int(head[8:10])
-    hh, mm, ss = int(head[11:13]), int(head[14:16]), int(head[17:19])
-    if not (1 <= mon <= 12 and 1 <= day <= 31 and hh <= 23 and mm <= 59 and ss <= 60):
-        return None
-    base = _days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
+    base = (d.toordinal() - _EPOCH_DAYS) * 86400 + d.hour * 3600 + d.minute * 60 + d.second
     if len(_heads) >= _CACHE_MAX:
         _heads.clear()
-    _heads[head] = base
+    _heads[s[:19]] = base
     return base
 
 
@@ -184,6 +185,11 @@ def _parse_slow(s: str) -> tuple[int, int]:
         r = _parse_cached(s)
         if r is not None:
             return r
+    return _parse_regex(s)
+
+
+def _parse_regex(s: str) -> tuple[int, int]:
+    """The reference parse (what every faster path must agree with)."""
     m = _RFC3339.fullmatch(s)
     if not m:
         raise ValueError(f"not an RFC3339 time: {s!r}")

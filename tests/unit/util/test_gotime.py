@@ -138,13 +138,35 @@ def test_cached_parse_agrees_with_the_regular_expression(t: tuple[int, int], tai
     gotime.parse("2001-02-03T04:05:06+05:30")
     for v in variants:
         try:
-            want = gotime._parse_slow(v)
+            want = gotime._parse_regex(v)
         except ValueError:
             assert gotime._parse_cached(v) is None
+            with pytest.raises(ValueError):
+                gotime.parse_ns(v)
         else:
             got = gotime._parse_cached(v)
             assert got is None or got == want
             assert gotime.parse_ns(v) == want[0]
+
+
+@given(st.integers(0, 9999), st.integers(0, 14), st.integers(0, 33), st.integers(0, 25), st.integers(0, 61),
+       st.integers(0, 61), st.sampled_from(["T", "t", " "]),
+       st.sampled_from(["Z", "z", ".5Z", "+01:30", ".000000001-08:00"]))
+def test_fast_head_parse_agrees_with_the_regular_expression(
+    y: int, mo: int, d: int, h: int, mi: int, sec: int, sep: str, tail: str
+) -> None:
+    """Every date and time field in and out of range, leap seconds, day 31 of short months."""
+    s = "%04d-%02d-%02d%s%02d:%02d:%02d%s" % (y, mo, d, sep, h, mi, sec, tail)
+    gotime._heads.clear()
+    try:
+        want = gotime._parse_regex(s)
+    except ValueError:
+        with pytest.raises(ValueError):
+            gotime.parse(s)
+        return
+    gotime._heads.clear()  # the regular expression cached it: make the fast path do the work
+    assert gotime.parse_ns(s) == want[0]
+    assert gotime.parse_ns(s) == want[0]  # and again from the cache
 
 
 def test_parse_lowercase_separators() -> None:
