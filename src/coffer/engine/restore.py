@@ -68,13 +68,12 @@ if TYPE_CHECKING:
 # (READ_BUDGET, or one request when that is larger) and by decoding one blob at a time.
 MAX_GAP = 1 * 1024 * 1024
 READ_BUDGET = 64 * 1024 * 1024
-# Files of many directories share a pack, and a file's directory is wanted again when the file is
-# finished: keep many open (bounded by RLIMIT_NOFILE/4). With 512, a restore of many one-file
-# directories reopened each directory about twice.
-DIR_FD_CACHE = 4096
-# Files open for writing: a whole range of a pack is in flight at once (hundreds of small files), and
-# a file evicted before it is finished must be opened again to finish it.
-FILE_FD_CACHE = 2048
+# Descriptors kept open (bounded by RLIMIT_NOFILE/4 each): files of many directories share a pack,
+# and a file or directory evicted before it is finished must be opened again. Together they stay
+# below 1024, so a backend connection made meanwhile still gets a descriptor select() accepts
+# (paramiko's SFTP client uses select()).
+DIR_FD_CACHE = 640
+FILE_FD_CACHE = 256
 NAME_MAX = 255
 _TREE_BATCH = 256  # trees per planning task
 
@@ -492,7 +491,8 @@ class _Restorer:
         from coffer.engine.restore_dispatch import DEAL_WEIGHT, FILE_COST, Dispatcher
 
         disp: Dispatcher | None = None
-        dealt = 0  # data_files handed out so far
+        dealt = weighed = weight = 0  # data_files handed out, and weighed (the work they are) since
+        deal_weight = env_int("COFFER_RESTORE_DEAL_BYTES", DEAL_WEIGHT)
         linked: set[tuple[int, int]] = set()
 
         def plan_dir(d: _Dir, nodes: list[Node], to_load: list[tuple[_Dir, bytes]]) -> tuple[int, int]:
@@ -520,7 +520,7 @@ class _Restorer:
         def deal(final: bool = False) -> None:
             """Hand out what was planned since the last deal once it is worth a deal of its own: each
             deal costs every worker its own reads of the packs it touches."""
-            nonlocal disp, dealt
+            nonlocal disp, dealt, weighed, weight
             if disp is None and self._planned_bytes >= self._threshold():
                 self._maybe_start_workers()  # unless they were started before the repository was open
                 if self._early:
@@ -528,12 +528,13 @@ class _Restorer:
             if disp is None:
                 return
             disp.poll()
-            new = self.data_files[dealt:]
-            per_worker = env_int("COFFER_RESTORE_DEAL_BYTES", DEAL_WEIGHT)
-            if not final and sum(f.node.size + FILE_COST for f in new) < per_worker * len(disp.workers):
+            added = self.data_files[weighed:]
+            weight += sum(f.node.size for f in added) + FILE_COST * len(added)
+            weighed = len(self.data_files)
+            if not final and weight < deal_weight * len(disp.workers):
                 return
-            disp.deal([f for f in new if f.state == _PENDING])
-            dealt = len(self.data_files)
+            disp.deal([f for f in self.data_files[dealt:] if f.state == _PENDING])
+            dealt, weight = weighed, 0
 
         try:
             to_load: list[tuple[_Dir, bytes]] = []

@@ -17,12 +17,14 @@ import subprocess
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
+from coffer.store.format.crypto import OVERHEAD
 from coffer.store.format.pack import BlobType
 
 if TYPE_CHECKING:
     from coffer.engine.restore import _Dir, _Item, _Proc, _Restorer
     from coffer.engine.workerpool import ForkedProcess
 
+DATA = BlobType.DATA
 FILE_COST = 32 * 1024  # what finishing one file costs, in bytes written (for sharing work out)
 PIECES_PER_WORKER = 16
 # Work per worker (bytes, plus FILE_COST per file) planned before it is dealt out
@@ -45,7 +47,7 @@ class Dispatcher:
         self.r = restorer
         self.workers = [_Worker(*p) for p in procs]
         self.live: dict[Connection, _Worker] = {w.inp: w for w in self.workers}
-        self.lookup = restorer.repo.index.lookup
+        self.lookup = restorer.repo.index.lookup_raw
         self.locs: dict[bytes, tuple[bytes, int, int, int, int]] = {}  # ID -> pack, offset, length, ulen, plain
 
     # ---------------------------------------------------------------- sending
@@ -90,12 +92,12 @@ class Dispatcher:
             for bid in nd.content or ():
                 loc = locs.get(bid)
                 if loc is None:
-                    pl = lookup(BlobType.DATA, bid)
-                    if pl is None:
+                    raw = lookup(DATA, bid)
+                    if raw is None:
                         missing = bid
                         break
-                    b = pl.blob
-                    loc = locs[bid] = (pl.pack_id, b.offset, b.length, b.uncompressed_length, b.plain_length)
+                    pid, off, length, ulen = raw
+                    loc = locs[bid] = (pid, off, length, ulen, ulen or length - OVERHEAD)
                 blobs[bid] = loc[:4]
                 size += loc[4]
             if missing is not None:

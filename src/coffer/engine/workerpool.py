@@ -82,9 +82,7 @@ class ForkedProcess:
 
     def wait(self, timeout: float | None = None) -> int:
         if self.returncode is None:
-            import select
-
-            if timeout is not None and not select.select([self._pidfd], [], [], timeout)[0]:
+            if timeout is not None and not _readable(self._pidfd, timeout):
                 raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
             self._reaped(os.waitpid(self.pid, 0)[1])
         assert self.returncode is not None
@@ -98,6 +96,15 @@ class ForkedProcess:
     def _reaped(self, status: int) -> None:
         self.returncode = os.waitstatus_to_exitcode(status)
         os.close(self._pidfd)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """poll(), not select(): the descriptor may be above 1023 while a restore holds many open."""
+    import select
+
+    p = select.poll()
+    p.register(fd, select.POLLIN)
+    return bool(p.poll(timeout * 1000))
 
 
 def can_fork() -> bool:

@@ -20,6 +20,7 @@ from coffer.store.format.crypto import OVERHEAD
 from coffer.store.format.pack import BlobType, PackedBlob
 
 _REC = struct.Struct("<IIIIB")  # pack number, offset, length, uncompressed length, type
+_TYPES = (BlobType.DATA, BlobType.TREE)  # by value: indexing is cheaper than calling the enum
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,16 @@ class MasterIndex:
     def _location(self, key: bytes, rec: bytes) -> BlobLocation:
         num, off, length, ulen, t = _REC.unpack(rec)
         bid = key if len(key) == 32 else key[1:]
-        return BlobLocation(self._pack_ids[num], PackedBlob(BlobType(t), bid, off, length, ulen))
+        return BlobLocation(self._pack_ids[num], PackedBlob(_TYPES[t], bid, off, length, ulen))
+
+    def lookup_raw(self, t: BlobType, blob_id: bytes) -> tuple[bytes, int, int, int] | None:
+        """(pack ID, offset, length, uncompressed length) without making objects: the restore
+        looks up every data blob once and sends plain tuples to its workers."""
+        rec = self._blobs.get(_key(t, blob_id))
+        if rec is None:
+            return None
+        num, off, length, ulen, _t = _REC.unpack(rec)
+        return self._pack_ids[num], off, length, ulen
 
     def lookup(self, t: BlobType, blob_id: bytes) -> BlobLocation | None:
         key = _key(t, blob_id)
