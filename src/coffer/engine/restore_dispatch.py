@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 DATA = BlobType.DATA
 FILE_COST = 32 * 1024  # what finishing one file costs, in bytes written (for sharing work out)
-PIECES_PER_WORKER = 16
+PIECES_PER_WORKER = 16  # at most: pieces end at pack ends where they can, so at least a pack each
 # Work per worker (bytes, plus FILE_COST per file) planned before it is dealt out
 # (COFFER_RESTORE_DEAL_BYTES): smaller deals start the workers sooner but split a pack's reads into
 # more requests, one per worker and deal.
@@ -52,7 +52,10 @@ class Dispatcher:
 
     # ---------------------------------------------------------------- sending
     def deal(self, files: list[_Item]) -> None:
-        """Hand ``files`` (pending, their directories created) out to the live workers."""
+        """Hand ``files`` (pending, their directories created) out to the live workers.
+
+        Pieces end where a pack ends when they can: a pack whose blobs go to two workers is read
+        twice (and some servers read the whole object for every ranged GET)."""
         workers = [w for w in self.workers if w.inp in self.live]
         if not files:
             return
@@ -60,16 +63,24 @@ class Dispatcher:
             for f in files:
                 self.r._fail(f, "no restore worker process is left to write it")
             return
-        total = sum(f.node.size + FILE_COST for f in files)
-        step = max(1, total // (PIECES_PER_WORKER * len(workers)))
-        shares: dict[_Worker, list[_Item]] = {}
-        piece: list[_Item] = []
-        weight = 0
-        last = files[-1]
+        located: list[tuple[_Item, list[tuple[bytes, int, int, int, int]]]] = []
         for f in files:
-            piece.append(f)
+            locs = self._locate(f)
+            if locs is not None:
+                located.append((f, locs))
+        if not located:
+            return
+        total = sum(f.node.size + FILE_COST for f, _ in located)
+        step = max(1, total // (PIECES_PER_WORKER * len(workers)))
+        shares: dict[_Worker, list[tuple[_Item, list[tuple[bytes, int, int, int, int]]]]] = {}
+        piece: list[tuple[_Item, list[tuple[bytes, int, int, int, int]]]] = []
+        weight = 0
+        for i, (f, locs) in enumerate(located):
+            piece.append((f, locs))
             weight += f.node.size + FILE_COST
-            if weight >= step or f is last:
+            nxt = located[i + 1][1] if i + 1 < len(located) else None
+            at_pack_end = nxt is None or not locs or not nxt or locs[-1][0] != nxt[0][0]
+            if nxt is None or (weight >= step and at_pack_end) or weight >= 4 * step:
                 w = min(workers, key=lambda w: w.load)
                 shares.setdefault(w, []).extend(piece)
                 w.load += weight
@@ -77,32 +88,35 @@ class Dispatcher:
         for w, share in shares.items():
             self._send(w, share)
 
-    def _send(self, w: _Worker, share: list[_Item]) -> None:
-        r = self.r
+    def _locate(self, f: _Item) -> list[tuple[bytes, int, int, int, int]] | None:
+        """Where each blob of ``f`` is (pack, offset, length, ulen, plain length); None, with the
+        file failed, when one is not in the index."""
         lookup, locs = self.lookup, self.locs
+        out = []
+        for bid in f.node.content or ():
+            loc = locs.get(bid)
+            if loc is None:
+                raw = lookup(DATA, bid)
+                if raw is None:
+                    self.r._fail(f, f"data blob {bid.hex()} is not in the index (missing from the repository)")
+                    return None
+                pid, off, length, ulen = raw
+                loc = locs[bid] = (pid, off, length, ulen, ulen or length - OVERHEAD)
+            out.append(loc)
+        return out
+
+    def _send(self, w: _Worker, share: list[tuple[_Item, list[tuple[bytes, int, int, int, int]]]]) -> None:
         dirs: dict[_Dir, int] = {}
         dir_comps: list[list[bytes]] = []
         msg_files: list[tuple[Any, ...]] = []
         sent: list[_Item] = []
         blobs: dict[bytes, tuple[bytes, int, int, int]] = {}
-        for f in share:
+        for f, locs in share:
             nd = f.node
             size = 0
-            missing = None
-            for bid in nd.content or ():
-                loc = locs.get(bid)
-                if loc is None:
-                    raw = lookup(DATA, bid)
-                    if raw is None:
-                        missing = bid
-                        break
-                    pid, off, length, ulen = raw
-                    loc = locs[bid] = (pid, off, length, ulen, ulen or length - OVERHEAD)
+            for bid, loc in zip(nd.content or (), locs):
                 blobs[bid] = loc[:4]
                 size += loc[4]
-            if missing is not None:
-                r._fail(f, f"data blob {missing.hex()} is not in the index (missing from the repository)")
-                continue
             f.size = size
             di = dirs.get(f.parent)
             if di is None:
