@@ -47,7 +47,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from coffer.engine.excludes import ExcludeRules
 from coffer.engine.progress import Progress
@@ -326,6 +326,49 @@ def reseed_tmp_names() -> None:
     _tmp_counter = itertools.count()
 
 
+def _count_items(children: Iterable[_Dir | _Item], linked: set[tuple[int, int]]) -> tuple[int, int]:
+    """The items to restore among ``children`` and the bytes of content they need written (a hard
+    link's content once: ``linked`` holds the inodes seen so far)."""
+    files = nbytes = 0
+    for c in children:
+        if isinstance(c, _Dir):
+            continue
+        files += 1
+        n = c.node
+        if n.type == "file":
+            if n.links > 1 and n.inode:
+                if (n.device_id, n.inode) in linked:
+                    continue
+                linked.add((n.device_id, n.inode))
+            nbytes += n.size
+    return files, nbytes
+
+
+def _create_tmp(dfd: int, name: bytes) -> tuple[bytes, int]:
+    """A new temporary file for ``name`` in ``dfd``: its name and a descriptor open for writing."""
+    while True:
+        tmp = _tmp_name(name)
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                dir_fd=dfd)
+        except FileExistsError:
+            continue  # someone's leftover or a clash of random names: the next name
+
+
+def _evict(cache: OrderedDict[Any, int], limit: int, keep: object = None) -> None:
+    """Close the least recently used descriptors beyond ``limit``, never a pinned one nor ``keep``
+    (just opened for the caller); fd_lock held, main thread."""
+    excess = len(cache) - limit
+    victims: list[Any] = []
+    for o in cache:  # oldest first; stop as soon as there are enough
+        if len(victims) >= excess:
+            break
+        if not o.pins and o is not keep:
+            victims.append(o)
+    for o in victims:
+        os.close(cache.pop(o))
+
+
 def _tmp_name(name: bytes) -> bytes:
     suffix = b"coffer-tmp-%016x" % (_TMP_PREFIX | (next(_tmp_counter) & 0xFFFFFFFF))
     tmp = b"." + name + b"." + suffix
@@ -464,20 +507,8 @@ class _Restorer:
         # Prune: a directory that is not selected itself stays only if something below it stays.
         for d in reversed(all_dirs):
             d.children = [c for c in d.children if not isinstance(c, _Dir) or c.selected or c.children]
-        files = nbytes = 0
         linked: set[tuple[int, int]] = set()
-        for d in all_dirs:
-            for c in d.children:
-                if isinstance(c, _Item):
-                    files += 1
-                    n = c.node
-                    if n.type == "file":
-                        if n.links > 1 and n.inode:
-                            if (n.device_id, n.inode) in linked:
-                                continue  # a hard link: its content is written once
-                            linked.add((n.device_id, n.inode))
-                        nbytes += n.size
-        self.progress.add_total(files, nbytes)
+        self.progress.add_total(*_count_items((c for d in all_dirs for c in d.children), linked))
         self.progress.scan_finished = True
 
     def _plan_streamed(self, root: _Dir) -> None:
@@ -500,22 +531,11 @@ class _Restorer:
             subs = list(self._add_children(d, nodes))
             if not self._create_dir(d):
                 return 0, 0  # nothing below it can be made: its trees are not even read
-            files = nbytes = 0
             for c in d.children:
-                if isinstance(c, _Dir):
-                    if c.incomplete:
-                        self._create_dir(c)  # no subtree to read: made empty now
-                    continue
-                files += 1
-                n = c.node
-                if n.type == "file":
-                    if n.links > 1 and n.inode:
-                        if (n.device_id, n.inode) in linked:
-                            continue  # a hard link: its content is written once
-                        linked.add((n.device_id, n.inode))
-                    nbytes += n.size
+                if isinstance(c, _Dir) and c.incomplete:
+                    self._create_dir(c)  # no subtree to read: made empty now
             to_load.extend(subs)
-            return files, nbytes
+            return _count_items(d.children, linked)
 
         def deal(final: bool = False) -> None:
             """Hand out what was planned since the last deal once it is worth a deal of its own: each
@@ -686,20 +706,7 @@ class _Restorer:
         if threading.get_ident() != self.main_thread:
             return  # the main thread may be using any of them right now; it trims the cache itself
         if len(self.dir_fds) > self.dir_cache:
-            self._evict_dirs(keep=d)
-
-    def _evict_dirs(self, keep: _Dir | None = None) -> None:
-        """Close the least recently used directories beyond the cache's size, never a pinned one
-        nor ``keep`` (just opened for the caller); fd_lock held, main thread."""
-        excess = len(self.dir_fds) - self.dir_cache
-        victims: list[_Dir] = []
-        for d in self.dir_fds:  # oldest first; stop as soon as there are enough
-            if len(victims) >= excess:
-                break
-            if not d.pins and d is not keep:
-                victims.append(d)
-        for d in victims:
-            os.close(self.dir_fds.pop(d))
+            _evict(self.dir_fds, self.dir_cache, keep=d)
 
     def _drop_dirfd(self, d: _Dir) -> None:
         with self.fd_lock:
@@ -719,15 +726,7 @@ class _Restorer:
             return fd
         dfd = self.root_fd if f.parent.parent is None else self._dirfd_locked(f.parent)
         if f.tmp is None:
-            while True:
-                tmp = _tmp_name(f.name)
-                try:
-                    fd = os.open(
-                        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dfd
-                    )
-                    break
-                except FileExistsError:
-                    continue
+            tmp, fd = _create_tmp(dfd, f.name)
             f.tmp = tmp
             self.with_tmp.add(f)
             if f.size:
@@ -738,20 +737,8 @@ class _Restorer:
         if len(self.file_fds) > self.file_cache and threading.get_ident() == self.main_thread:
             # Never the one just opened: with pinned files in the cache it could be among the oldest
             # unpinned ones, and the caller is about to use it.
-            self._evict_files(keep=f)
+            _evict(self.file_fds, self.file_cache, keep=f)
         return fd
-
-    def _evict_files(self, keep: _Item | None = None) -> None:
-        """Close the least recently used unpinned files beyond the cache's size (fd_lock held)."""
-        excess = len(self.file_fds) - self.file_cache
-        victims: list[_Item] = []
-        for o in self.file_fds:  # oldest first; stop as soon as there are enough
-            if len(victims) >= excess:
-                break
-            if not o.pins and o is not keep:
-                victims.append(o)
-        for o in victims:
-            os.close(self.file_fds.pop(o))
 
     def _close_file(self, f: _Item) -> None:
         with self.fd_lock:
@@ -765,9 +752,9 @@ class _Restorer:
         """Main thread: close what workers opened beyond the caches' size (never a pinned file)."""
         with self.fd_lock:
             if len(self.dir_fds) > self.dir_cache:
-                self._evict_dirs()
+                _evict(self.dir_fds, self.dir_cache)
             if len(self.file_fds) > self.file_cache:
-                self._evict_files()
+                _evict(self.file_fds, self.file_cache)
 
     def _pin(self, f: _Item) -> int:
         """Worker: the descriptor to write ``f``'s content into, kept open until _unpin; -1 when
@@ -1253,14 +1240,7 @@ class _Restorer:
             dfd = self.root_fd if f.parent.parent is None else self._dirfd_locked(f.parent)
             f.parent.pins += 1
         try:
-            while True:
-                tmp = _tmp_name(f.name)
-                try:
-                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
-                                 dir_fd=dfd)
-                    break
-                except FileExistsError:
-                    continue
+            tmp, fd = _create_tmp(dfd, f.name)
             f.tmp = tmp
             with self.fd_lock:
                 self.with_tmp.add(f)

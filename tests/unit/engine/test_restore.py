@@ -14,6 +14,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -566,6 +567,23 @@ def test_chown_eperm_is_silent_only_for_non_root(
     assert (inside(tmp_path / "out", src) / "f").read_text() == "x"  # content restored either way
 
 
+def die_on_write(monkeypatch: pytest.MonkeyPatch, n: int) -> Any:
+    """Interrupt the restore (as Ctrl-C would) on the main thread's ``n``-th batch of results;
+    returns the real method, to put back for the rerun."""
+    calls = 0
+    real_write = restore_mod._Restorer._write
+
+    def write_then_die(self: restore_mod._Restorer, job: object, results: object) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == n:
+            raise KeyboardInterrupt
+        real_write(self, job, results)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(restore_mod._Restorer, "_write", write_then_die)
+    return real_write
+
+
 def test_interrupted_restore_of_single_blob_files(
     repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -578,24 +596,15 @@ def test_interrupted_restore_of_single_blob_files(
             write_random(src / f"d{d}" / f"f{i}.bin", 20 * KiB + i, d * 8 + i)
     repo.pack_size = 64 * KiB  # many packs: many reads, so the interruption comes mid-way
     tree = backup(repo, src)
-    calls = 0
     whole = 0
-    real_write = restore_mod._Restorer._write
     real_whole = restore_mod._Restorer._write_whole
-
-    def write_then_die(self: restore_mod._Restorer, job: object, results: object) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 2:
-            raise KeyboardInterrupt
-        real_write(self, job, results)  # type: ignore[arg-type]
 
     def count_whole(self: restore_mod._Restorer, f: object, data: bytes) -> str | None:
         nonlocal whole
         whole += 1
         return real_whole(self, f, data)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(restore_mod._Restorer, "_write", write_then_die)
+    real_write = die_on_write(monkeypatch, 2)
     monkeypatch.setattr(restore_mod._Restorer, "_write_whole", count_whole)
     target = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -622,17 +631,7 @@ def test_interrupted_restore_leaves_no_partial_files(
         write_random(src / f"f{i}.bin", 4 * MiB + i, i)
     repo.pack_size = 512 * KiB
     tree = backup(repo, src)
-    calls = 0
-    real_write = restore_mod._Restorer._write
-
-    def write_then_die(self: restore_mod._Restorer, job: object, results: object) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 4:
-            raise KeyboardInterrupt
-        real_write(self, job, results)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(restore_mod._Restorer, "_write", write_then_die)
+    real_write = die_on_write(monkeypatch, 4)
     target = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         run(repo, tree, target)
