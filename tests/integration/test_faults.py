@@ -84,9 +84,13 @@ def test_backup_and_restore_through_a_flaky_network(target: Target, tmp_path: Pa
         coffer(*FAST_RETRY, "backup", "src", repo=url, env=target.env, cwd=tmp_path)
         coffer(*FAST_RETRY, "--no-cache", "restore", "latest", "--target", str(tmp_path / "out"), repo=url,
                env=target.env)
+        # again through the restore's worker processes (each its own connections, the same retries)
+        coffer(*FAST_RETRY, "--no-cache", "restore", "latest", "--target", str(tmp_path / "out-workers"), repo=url,
+               env={**target.env, "COFFER_RESTORE_PROCESS_THRESHOLD": "0", "COFFER_RESTORE_PROCESSES": "2"})
         faults = proxy.injected()
         total = len(proxy.log)
     assert_trees_equal(src, tmp_path / "out" / "src")
+    assert_trees_equal(src, tmp_path / "out-workers" / "src")
     assert total > 25 and len(faults) >= 5, f"only {len(faults)} faults in {total} requests"
     kinds = {f.fault for f in faults}
     assert {"reset_after", "status503", "status500", "truncate_response"} <= kinds, kinds
