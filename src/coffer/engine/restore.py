@@ -2,19 +2,23 @@
 
 How it is organised, and why:
 
-* **Plan first, touch nothing.** The trees are read (in parallel, level by level) into a plan of
-  directories, files and other nodes; filters and name checks are applied there. Every data blob a
-  file needs is looked up in the index once, and the blobs are grouped by pack and coalesced into
-  ranges, so each pack is read in as few backend requests as possible however the blobs of the files
-  are spread over packs (restic >= 0.18 assigns chunks to packs at random).
+* **Plan, then touch.** The trees are read (in parallel, in batches) into a plan of directories,
+  files and other nodes; filters and name checks are applied there. With include patterns the whole
+  plan comes first (a directory stays only if something below it is selected); without them each
+  batch of directories is made as soon as its trees are read, and its files go to the writers
+  (``_plan_streamed``). Every data blob a file needs is looked up in the index once, and the blobs
+  are grouped by pack and coalesced into ranges, so each pack is read in as few backend requests as
+  possible however the blobs of the files are spread over packs (restic >= 0.18 assigns chunks to
+  packs at random).
 * **Workers fetch, decode and write** (backend ``load``, MAC check, decrypt, decompress, hash
   check, ``pwrite``); the main thread does the bookkeeping and all metadata. The descriptor caches
   are shared under one lock, held only to look up or open a descriptor: a worker *pins* a file's
   descriptor while it writes, and only the main thread evicts or closes descriptors, never a pinned
   one, so no write or metadata call can land in a descriptor that was closed and reused meanwhile.
-  Writing in the main thread
-  instead left it the bottleneck (the kernel's copy of every byte ran on one core). Memory is
-  bounded by the number of ranges in flight times the range cap.
+  Writing in the main thread instead left it the bottleneck (the kernel's copy of every byte ran on
+  one core). Memory is bounded by the bytes of ranges in flight (``READ_BUDGET``) and one decoded
+  blob per fetching thread. Large restores run this in worker processes (``restore_worker``), one
+  per core, each with its share of the files.
 * **Never write outside the target** (reliability T31, T32). Node names that could climb or contain
   a separator are refused. Every write is relative to a directory descriptor opened with
   ``O_NOFOLLOW|O_DIRECTORY``, one component at a time from the target, so neither a symlink restored
