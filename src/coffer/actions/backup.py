@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coffer import __version__, env
+from coffer.actions.session import load_snapshots_and_index
 from coffer.engine import snapshots as snapsel
 from coffer.engine.backup import Archiver, BackupRequest, BackupResult
 from coffer.engine.progress import Progress
@@ -21,24 +22,16 @@ class BackupPlan:
     force: bool = False  # read every file even if the parent says it is unchanged
 
 
-def load_for_backup(repo: Repository) -> list[Snapshot]:
-    """What a backup reads before it starts: the snapshots (to find the parent), then the index
-    (in that order: a snapshot written in between is then covered by the index)."""
-    snaps = repo.list_snapshots(on_error=lambda sid, e: None)
-    repo.load_index()
-    return snaps
-
-
 def run_backup(
     repo: Repository, plan: BackupPlan, progress: Progress | None = None,
     on_parent: Callable[[Snapshot | None], None] | None = None, *, count_totals: bool = True,
     snapshots: list[Snapshot] | None = None,
 ) -> BackupResult:
-    """``snapshots``: what ``load_for_backup`` returned when it already ran (during the lock's wait)."""
+    """``snapshots``: what ``load_snapshots_and_index`` returned when it already ran (during the lock's wait)."""
     req = plan.request
     req.host = req.host or env.hostname()
     req.program_version = req.program_version or f"coffer {__version__}"
-    snaps = load_for_backup(repo) if snapshots is None else snapshots
+    snaps = load_snapshots_and_index(repo) if snapshots is None else snapshots
     if plan.force:
         req.parent = None
     elif plan.parent_spec:

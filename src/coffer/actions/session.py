@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from coffer.store.backend.registry import open_backend
+from coffer.store.format.snapshot import Snapshot
 from coffer.store.locks import RepoLock
 from coffer.store.metacache import attach_cache
 from coffer.store.repository import Repository
@@ -45,6 +46,16 @@ def compression_level(mode: str) -> int | None:
     if mode not in levels:
         raise UsageError(f"invalid compression mode {mode!r} (use auto, off, fastest, better or max)")
     return levels[mode]
+
+
+def load_snapshots_and_index(
+    repo: Repository, on_error: Callable[[bytes, Exception], None] | None = None,
+) -> list[Snapshot]:
+    """The snapshots, then the index: in that order a snapshot written in between is covered by
+    the index. Read-only, so it can be the ``prepare`` that runs during the lock's wait."""
+    snaps = repo.list_snapshots(on_error=on_error or (lambda sid, e: None))
+    repo.load_index()
+    return snaps
 
 
 def backend_recipe(access: RepoAccess) -> tuple[str, dict[str, str], bool] | None:

@@ -497,12 +497,8 @@ class _Restorer:
                     to_load.append((sub, subtree))
             level = []
             self._maybe_start_workers()
-            ids = [t for _, t in to_load]
-            # A few batches per worker: one hand-off and a few coalesced reads per batch, not per tree.
-            step = max(16, min(_TREE_BATCH, -(-len(ids) // (2 * self.workers))))
-            batches = self.pool.map(self.repo.load_trees, [ids[i : i + step] for i in range(0, len(ids), step)])
-            loaded = (res for batch in batches for res in batch)
-            for (sub, subtree), res in zip(to_load, loaded):
+            loaded = (pair for batch in self._load_tree_batches(to_load) for pair in batch)
+            for (sub, subtree), res in loaded:
                 if isinstance(res, Exception):
                     self.error(sub.loc, f"cannot load tree {subtree.hex()[:8]}: {res}")
                     sub.incomplete = True
@@ -566,12 +562,9 @@ class _Restorer:
             deal()
             while to_load:
                 nxt: list[tuple[_Dir, bytes]] = []
-                step = max(16, min(_TREE_BATCH, -(-len(to_load) // (2 * self.workers))))
-                chunks = [to_load[i : i + step] for i in range(0, len(to_load), step)]
-                loaded = self.pool.map(self.repo.load_trees, [[t for _, t in c] for c in chunks])
-                for chunk, batch in zip(chunks, loaded):  # in order, each as soon as it is read
+                for batch in self._load_tree_batches(to_load):
                     files = nbytes = 0
-                    for (sub, subtree), res in zip(chunk, batch):
+                    for (sub, subtree), res in batch:
                         if isinstance(res, Exception):
                             self.error(sub.loc, f"cannot load tree {subtree.hex()[:8]}: {res}")
                             sub.incomplete = True
@@ -595,6 +588,17 @@ class _Restorer:
                 disp.close()
         if self.opts.verify:
             self._assign_blobs()  # blob lists for _verify (files already failed stay failed)
+
+    def _load_tree_batches(
+        self, to_load: list[tuple[_Dir, bytes]],
+    ) -> Iterator[list[tuple[tuple[_Dir, bytes], list[Node] | CofferError]]]:
+        """The trees of ``to_load`` read in parallel batches, each batch as soon as it is read (in
+        order): a few batches per fetch thread, so one hand-off and a few coalesced reads per batch,
+        not per tree."""
+        step = max(16, min(_TREE_BATCH, -(-len(to_load) // (2 * self.workers))))
+        chunks = [to_load[i : i + step] for i in range(0, len(to_load), step)]
+        for chunk, batch in zip(chunks, self.pool.map(self.repo.load_trees, [[t for _, t in c] for c in chunks])):
+            yield list(zip(chunk, batch))
 
     def _add_children(self, d: _Dir, nodes: list[Node]) -> Iterator[tuple[_Dir, bytes]]:
         seen: set[bytes] = set()

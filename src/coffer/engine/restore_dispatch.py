@@ -127,6 +127,7 @@ class Dispatcher:
                     comps.append(cur.name)
                     cur = cur.parent
                 dir_comps.append(comps[::-1])
+            # dir index, name, location, (mode, uid, gid, mtime, atime, xattrs), content IDs
             msg_files.append((di, f.name, f.loc, (nd.mode, nd.uid, nd.gid, nd.mtime, nd.atime, nd.xattrs),
                               nd.content))
             sent.append(f)

@@ -36,8 +36,6 @@ from coffer.store.format.tree import Node
 from coffer.store.repository import Repository
 from coffer.util.failpoints import failpoint
 
-# dir index, name, location, (mode, uid, gid, mtime, atime, xattrs), content IDs
-_ShareFile = tuple[int, bytes, str, tuple[int, int, int, str, str, Any], list[bytes]]
 FLUSH_FILES = 256
 FLUSH_SECONDS = 0.05
 

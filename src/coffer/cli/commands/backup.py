@@ -11,8 +11,8 @@ from typing import Any, BinaryIO
 
 import click
 
-from coffer.actions.backup import BackupPlan, load_for_backup, run_backup
-from coffer.actions.session import open_repo
+from coffer.actions.backup import BackupPlan, run_backup
+from coffer.actions.session import load_snapshots_and_index, open_repo
 from coffer.cli.globals import GlobalOptions
 from coffer.cli.output import ProgressReporter, format_bytes, format_duration
 from coffer.engine.backup import BackupRequest, BackupResult, StreamInput
@@ -139,7 +139,7 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
         p.print(msg)
 
     snaps: list[Snapshot] = []
-    with open_repo(access, "shared", lambda r: snaps.extend(load_for_backup(r))) as repo:
+    with open_repo(access, "shared", lambda r: snaps.extend(load_snapshots_and_index(r))) as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
         with ProgressReporter(p, progress, json_status=_status_json) as reporter:
             plan = BackupPlan(req, parent_spec=parent or None, force=force)

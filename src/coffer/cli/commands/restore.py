@@ -6,7 +6,7 @@ import contextlib
 
 import click
 
-from coffer.actions.session import backend_recipe, open_repo
+from coffer.actions.session import backend_recipe, load_snapshots_and_index, open_repo
 from coffer.cli.commands.snapshots import filter_options, local_time
 from coffer.cli.globals import GlobalOptions
 from coffer.cli.output import ProgressReporter, format_bytes, format_duration
@@ -54,10 +54,9 @@ def command(g: GlobalOptions, snapshot_ids: tuple[str, ...], target: str, includ
     early = None if includes or iincludes or subpath else start_workers(backend_recipe(access))
     snaps: list[Snapshot] = []
 
-    def prepare(repo: Repository) -> None:  # during the lock's wait: snapshots first, then the index
-        snaps.extend(repo.list_snapshots(
-            on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}")))
-        repo.load_index()
+    def prepare(repo: Repository) -> None:  # during the lock's wait
+        snaps.extend(load_snapshots_and_index(
+            repo, on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}")))
 
     with early or contextlib.nullcontext(), open_repo(access, "none" if g.no_lock else "shared", prepare) as repo:
         snap = snapsel.find(snaps, spec, flt)
