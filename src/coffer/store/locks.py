@@ -87,6 +87,7 @@ class RepoLock:
         # Read-only work the caller needs anyway (snapshots, index), done during the re-check's
         # wait instead of after it: our lock file is written by then, so no exclusive lock (no
         # prune) can start deleting while it runs, and a conflict found afterwards still fails.
+        # It runs once per attempt, so it must replace what an earlier attempt prepared.
         self.while_waiting = while_waiting
         self.exclusive = exclusive
         self.retry_for = retry_for
@@ -149,7 +150,9 @@ class RepoLock:
             raise self._conflict_error(conflicts[0])
         self.lock_id = self.repo.save_unpacked(FileType.LOCK, self._new_info().to_json())
         start = time.monotonic()
-        work, self.while_waiting = self.while_waiting, None  # once, even if a retry follows
+        # Again on every attempt: a conflict means an exclusive lock (a prune) may have run between
+        # attempts, and an index read before it could point at packs that are gone now.
+        work = self.while_waiting
         if work is not None:
             try:
                 work()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from coffer.errors import LockConflict
-from coffer.store.backend.base import FileType
+from coffer.store.backend.base import FileType, Handle
 from coffer.store.backend.local import LocalBackend
 from coffer.store.format.lock import LockInfo
-from coffer.store.locks import RepoLock
+from coffer.store.locks import RECHECK_DELAY, RepoLock
 from coffer.store.repository import Repository
 from coffer.util import gotime
 
@@ -57,4 +57,31 @@ def test_failing_work_removes_our_lock(repo: Repository) -> None:
 
     with pytest.raises(RuntimeError, match="index unreadable"):
         RepoLock(repo, exclusive=True, while_waiting=boom).acquire()
+    assert lock_files(repo) == set()
+
+
+def test_work_runs_again_after_a_retried_attempt(repo: Repository) -> None:
+    """A conflict found after the wait sends the acquisition round again; what was prepared before
+    it (an index read while a prune was about to start) is stale, so the work runs again."""
+    runs: list[int] = []
+
+    def work() -> None:
+        runs.append(len(lock_files(repo)))
+        if len(runs) == 1:  # an exclusive lock appears during our first wait, then goes away
+            foreign_exclusive_lock(repo)
+
+    def drop_foreign(delay: float) -> None:
+        if delay <= RECHECK_DELAY:  # the re-check's own wait, not the pause between attempts
+            return
+        for name in lock_files(repo):
+            info = LockInfo.from_json(repo.load_unpacked(FileType.LOCK, bytes.fromhex(name)))
+            if info.hostname == "elsewhere":
+                repo.backend.remove(Handle(FileType.LOCK, name))
+
+    lock = RepoLock(repo, exclusive=False, retry_for=30, while_waiting=work)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("coffer.store.locks.time.sleep", drop_foreign)
+        with lock:
+            pass
+    assert len(runs) == 2, "the preparation of the first attempt was kept"
     assert lock_files(repo) == set()

@@ -20,6 +20,7 @@ from coffer.engine.excludes import ExcludeRules
 from coffer.engine.progress import Progress, ProgressState, Warning_
 from coffer.errors import EXIT_PARTIAL, UsageError
 from coffer.store.format.snapshot import Snapshot
+from coffer.store.repository import Repository
 from coffer.util import gotime
 
 
@@ -139,7 +140,10 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
         p.print(msg)
 
     snaps: list[Snapshot] = []
-    with open_repo(access, "shared", lambda r: snaps.extend(load_snapshots_and_index(r))) as repo:
+    def prepare(r: Repository) -> None:  # during the lock's wait, again on a retried lock: replace, never append
+        snaps[:] = load_snapshots_and_index(r)
+
+    with open_repo(access, "shared", prepare) as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
         with ProgressReporter(p, progress, json_status=_status_json) as reporter:
             plan = BackupPlan(req, parent_spec=parent or None, force=force)

@@ -55,8 +55,9 @@ def command(g: GlobalOptions, snapshot_ids: tuple[str, ...], target: str, includ
     snaps: list[Snapshot] = []
 
     def prepare(repo: Repository) -> None:  # during the lock's wait
-        snaps.extend(load_snapshots_and_index(
-            repo, on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}")))
+        # Assigned, not appended: a retried lock runs this again (see RepoLock).
+        snaps[:] = load_snapshots_and_index(
+            repo, on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}"))
 
     with early or contextlib.nullcontext(), open_repo(access, "none" if g.no_lock else "shared", prepare) as repo:
         snap = snapsel.find(snaps, spec, flt)
