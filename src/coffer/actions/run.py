@@ -19,15 +19,15 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from coffer import env
 from coffer.actions import plan as planact
-from coffer.actions.backup import BackupPlan, run_backup
+from coffer.actions.backup import BackupPlan, BackupPrep, run_backup
 from coffer.actions.copy import run_copy
-from coffer.actions.retain import apply_retention
+from coffer.actions.retain import LOCK_WAIT, apply_retention
 from coffer.actions.session import open_repo
 from coffer.config.model import AnyDataset, Plan
 from coffer.engine.backup import BackupRequest
@@ -228,8 +228,8 @@ class _DatasetRunner:
                 tags=list(dict.fromkeys([d.snapshot_tag, *d.tags, *inp.tags])),
                 host=self.plan.host_for(d) or env.hostname(),
             )
-            with open_repo(access, "shared") as repo:
-                result = run_backup(repo, BackupPlan(req), count_totals=False)
+            with BackupPrep(req) as prep, open_repo(access, "shared", prep) as repo:
+                result = run_backup(repo, BackupPlan(req), count_totals=False, prep=prep)
         s = result.summary
         st.snapshot_ids = [result.snapshot.id.hex()]
         st.bytes, st.files = s.total_bytes_processed, s.total_files_processed
@@ -276,7 +276,8 @@ class _DatasetRunner:
             # WAL follows the base backups the rules kept: everything older than the oldest of them goes.
             from coffer.actions.wal import expire_wal
 
-            exp = expire_wal(access, d.name)
+            # Exclusive like retention, so it waits as long for the server's wal-push (shared) locks.
+            exp = expire_wal(replace(access, retry_lock=max(access.retry_lock, LOCK_WAIT)), d.name)
             st.snapshot_ids += exp.removed
             st.message += f", {len(exp.removed)} WAL snapshot(s) no longer needed"
         if out.warnings:
