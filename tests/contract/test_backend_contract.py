@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 
 from coffer.errors import ObjectNotFound, ShortRead
-from coffer.store.backend.base import Backend, FileType, Handle
+from coffer.store.backend.base import Backend, BackendProperties, FileType, Handle
+from coffer.store.backend.deferred import DeferredBackend
 from coffer.store.backend.registry import open_backend
 from fixtures.servers import Servers, unique
 
-DRIVERS = ["local", "s3-moto", pytest.param("s3-ceph", marks=pytest.mark.slow), "rest", "sftp"]
+DRIVERS = ["local", "local-deferred", "s3-moto", pytest.param("s3-ceph", marks=pytest.mark.slow), "rest", "sftp"]
 PAGE = 7  # a small S3 page size, so a few dozen keys already need several LIST pages
 
 
@@ -29,6 +30,8 @@ def _open(kind: str, servers: Servers, tmp_path: Path, monkeypatch: pytest.Monke
     opts = {"retry.base-delay": "0.01", "retry.attempts": "3"}
     if kind == "local":
         return open_backend(str(tmp_path / "repo"), opts)
+    if kind == "local-deferred":  # how a forked backup worker reaches the repository
+        return DeferredBackend(lambda: open_backend(str(tmp_path / "repo"), opts), BackendProperties(), "deferred")
     if kind.startswith("s3"):
         srv = servers.moto.get() if kind == "s3-moto" else servers.ceph.get()
         for k, v in srv.env().items():

@@ -567,22 +567,24 @@ def _vanish_tree(src: Path) -> None:
 
 
 def _backup_while_replacing(tmp_path: Path, repo: Path, replace: Any) -> tuple[int, str]:
-    """Run a backup; once both big files are being read (so the walker has already lstat'ed the
-    small files and queued them), freeze it, let `replace` change the tree, and let it go on."""
+    """Run a backup; once a big file is being read (so the walk has already lstat'ed the small
+    files after it), freeze it with its workers, let `replace` change the tree, and let it go on."""
     src = tmp_path / "src"
+    big = {str(src / "a0.bin"), str(src / "a1.bin")}
     p = popen_coffer("backup", "src", repo=repo, cwd=tmp_path)
     try:
-        wait_for(lambda: {str(src / "a0.bin"), str(src / "a1.bin")} <= open_paths(p.pid) or p.poll() is not None,
-                 60, "coffer to open both big files")
+        wait_for(lambda: bool(big & open_paths(p.pid)) or p.poll() is not None, 60, "coffer to open a big file")
         assert p.poll() is None, "backup ended before the big files were read"
-        time.sleep(0.05)  # the walker needs a moment to lstat the small files after queueing the big ones
-        os.kill(p.pid, signal.SIGSTOP)
+        frozen = [p.pid, *child_pids(p.pid)]
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
         try:
-            if not {str(src / "a0.bin"), str(src / "a1.bin")} <= open_paths(p.pid):
+            if not big & open_paths(p.pid):
                 pytest.skip("timing precondition not met: the big files were read before the tree could change")
             replace(src)
         finally:
-            os.kill(p.pid, signal.SIGCONT)
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
         _, err = p.communicate(timeout=120)
     finally:
         if p.poll() is None:

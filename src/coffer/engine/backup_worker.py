@@ -23,12 +23,13 @@ from __future__ import annotations
 import concurrent.futures as cf
 import sys
 import threading
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, BinaryIO
 
 from coffer.engine import fileread
 from coffer.engine.fsnode import read_xattr_list
-from coffer.engine.worker_process import open_repo, worker_main
+from coffer.engine.worker_process import open_repo, send_fatal, worker_main
 from coffer.store import chunker
 from coffer.store.claims import ClaimTable
 from coffer.store.format.index import IndexPack
@@ -68,7 +69,9 @@ class ClaimingWriter(BlobWriter):
         return packs, delta
 
 
-class _Worker:
+class DataPath:
+    """Read, chunk and store one file's content in this process (the forked walk workers share it)."""
+
     def __init__(self, repo: Repository, writer: ClaimingWriter) -> None:
         self.repo = repo
         self.writer = writer
@@ -82,11 +85,12 @@ class _Worker:
         finally:
             self.slots.release()
 
-    def chunk_stream(self, f: BinaryIO) -> tuple[list[bytes], int]:
+    def chunk_stream(self, f: BinaryIO, on_chunk: Callable[[], None] | None = None) -> tuple[list[bytes], int]:
+        """Content IDs and size of ``f``; ``on_chunk`` runs between chunks of a large file."""
         small, it = fileread.small_or_chunks(f, self.chunker)
         if small is not None:
             return ([self.writer.save(BlobType.DATA, small)[0]] if small else []), len(small)
-        # A large file: this thread reads and cuts while the other seals (zstd and SHA-256 run
+        # A large file: this thread reads and cuts while the others seal (zstd and SHA-256 run
         # without the GIL), so one big file still keeps more than one core busy.
         futs: list[cf.Future[bytes]] = []
         size = 0
@@ -95,12 +99,17 @@ class _Worker:
                 size += len(c)
                 self.slots.acquire()
                 futs.append(self.pool.submit(self._save, c))
-        except fileread.SourceReadError:
+                if on_chunk is not None:
+                    on_chunk()
+        except BaseException:
             for fu in futs:
                 fu.cancel()
             cf.wait(futs)
             raise
         return [fu.result() for fu in futs], size
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def serve(inp: Connection, out: Connection) -> int:
@@ -112,7 +121,7 @@ def serve(inp: Connection, out: Connection) -> int:
     repo = open_repo(setup)
     writer = ClaimingWriter(repo, claims)
     repo._writer = writer
-    w = _Worker(repo, writer)
+    w = DataPath(repo, writer)
     out.send(("ready",))
     job: int | None = None
     done: list[tuple[Any, ...]] = []
@@ -155,13 +164,10 @@ def serve(inp: Connection, out: Connection) -> int:
             elif kind == "stop":
                 return 0
     except BaseException as e:  # anything else is fatal for the backup: tell the parent why
-        try:
-            out.send(("fatal", job, type(e).__name__, str(e), getattr(e, "hint", None)))
-        except OSError:
-            pass
+        send_fatal(out, job, e)
         return 1
     finally:
-        w.pool.shutdown(wait=False, cancel_futures=True)
+        w.close()
         writer.abort()
         claims.close()
 

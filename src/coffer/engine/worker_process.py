@@ -43,6 +43,23 @@ def open_backend_recipe(recipe: tuple[str, dict[str, str], bool]) -> Backend:
     return backend
 
 
+def reopen_backend(repo: Repository) -> Backend:
+    """A forked worker's own way to ``repo``'s backend, with the same cache in front: never the
+    sockets it inherited (its parent keeps using them), and no connection before the first miss."""
+    from coffer.store.backend.cache import CachedBackend
+    from coffer.store.backend.deferred import DeferredBackend
+    from coffer.store.metacache import tree_pack_predicate
+
+    recipe = repo.backend_recipe
+    if recipe is None:
+        raise ValueError("the repository cannot be reopened in another process")
+    inherited = repo.backend
+    fresh: Backend = DeferredBackend(lambda: open_backend_recipe(recipe), inherited.properties, inherited.location)
+    if isinstance(inherited, CachedBackend):
+        return CachedBackend(fresh, inherited.root, repo.config.id, tree_pack_predicate(repo))
+    return fresh
+
+
 def open_repo(setup: dict[str, Any], backend: Backend | None = None) -> Repository:
     """The parent's repository (no password: the key comes along), on ``backend`` if it is open."""
     if backend is None:
@@ -52,6 +69,14 @@ def open_repo(setup: dict[str, Any], backend: Backend | None = None) -> Reposito
     repo.compression_level = setup.get("level", repo.compression_level)
     repo.pack_size = setup.get("pack_size", repo.pack_size)
     return repo
+
+
+def send_fatal(out: Connection, job: Any, e: BaseException) -> None:
+    """Tell the parent why this worker gives up (it may be gone already)."""
+    try:
+        out.send(("fatal", job, type(e).__name__, str(e), getattr(e, "hint", None)))
+    except OSError:
+        pass
 
 
 def worker_main(argv: list[str], serve: Callable[[Connection, Connection], int]) -> int:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -246,15 +246,7 @@ class WorkerPool:
     def flush(self) -> None:
         """Every worker uploads its partial packs; their index entries reach the parent's writer."""
         self.send_batches()
-        for p in self.procs:
-            p.flushed.clear()
-            p.send(("flush",))
-        for p in self.procs:
-            while not p.flushed.wait(0.5):
-                if self._error is not None:
-                    raise self._error
-        if self._error is not None:
-            raise self._error
+        flush_workers(self.procs, lambda: self._error)
 
     def close(self, *, kill: bool = False) -> None:
         self._closing = True
@@ -274,11 +266,7 @@ class WorkerPool:
             except OSError:
                 pass
         for p in self.procs:
-            try:
-                p.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.popen.kill()
-                p.popen.wait()
+            reap(p.popen)
 
     # ------------------------------------------------------------------ workers -> parent
     def _adopt(self, packs: list[IndexPack], delta: WriterStats) -> None:
@@ -293,12 +281,7 @@ class WorkerPool:
                 except (EOFError, OSError):
                     if self._closing:
                         return
-                    code = p.popen.wait()
-                    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-                    raise errors.CofferError(
-                        f"backup worker process {p.popen.pid} {how}",
-                        hint="no snapshot was written and the repository stays valid; run the backup again",
-                    ) from None
+                    raise worker_died(p.popen.pid, p.popen.wait()) from None
                 kind = msg[0]
                 if kind == "done":
                     _, results, packs, delta = msg
@@ -333,6 +316,42 @@ def _error_from(msg: tuple[Any, ...], p: _Proc) -> BaseException:
     if msg[0] != "fatal":
         return errors.CofferError(f"backup worker {p.n} sent an unexpected message {msg[0]!r}")
     _, _job, cls_name, message, hint = msg
+    return worker_error(cls_name, message, hint)
+
+
+def flush_workers(procs: Sequence[Any], failed: Callable[[], BaseException | None]) -> None:
+    """Send every worker ("flush",) and wait until each has set its ``flushed`` event (its reader
+    thread does, on the worker's answer); ``failed`` is the pool's error, raised when there is one."""
+    for p in procs:
+        p.flushed.clear()
+        p.send(("flush",))
+    for p in procs:
+        while not p.flushed.wait(0.5):
+            if (e := failed()) is not None:
+                raise e
+    if (e := failed()) is not None:
+        raise e
+
+
+def reap(popen: ForkedProcess | subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """Wait for a worker told to stop; kill it if it does not within ``timeout``."""
+    try:
+        popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        popen.wait()
+
+
+def worker_died(pid: int, code: int) -> errors.CofferError:
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    return errors.CofferError(
+        f"backup worker process {pid} {how}",
+        hint="no snapshot was written and the repository stays valid; run the backup again",
+    )
+
+
+def worker_error(cls_name: str, message: str, hint: str | None) -> BaseException:
+    """The error a worker reported, as the same class here when it is one of ours."""
     cls = getattr(errors, cls_name, None)
     if isinstance(cls, type) and issubclass(cls, errors.CofferError):
         try:

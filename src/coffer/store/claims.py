@@ -1,9 +1,10 @@
 """A blob-ID set shared by the backup's worker processes: who stores a new blob.
 
-Each worker process chunks and hashes its own files; before it compresses and stores a chunk it
-*claims* the chunk's ID here. The first claim wins and stores the blob, every later claim (by any
-process) only references it. The set starts with every data blob the repository's index knows, so
-a worker never re-stores what is already in the repository.
+Each worker process chunks and hashes its own files; before it compresses and stores a chunk (or
+a tree) it *claims* the blob's ID here. The first claim wins and stores the blob, every later claim
+(by any process) only references it. A worker that has no index of its own (spawned) gets a table
+seeded with every data blob the index knows; forked workers have the index and claim only what it
+lacks.
 
 The table is an open-addressing hash set of full 32-byte IDs in a file on a RAM-backed file
 system, mapped by every process; one ``flock`` on it serialises claims (a claim is a few
@@ -15,6 +16,7 @@ and prune removes, never a missing one.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import mmap
 import os
 import tempfile
@@ -22,6 +24,11 @@ import tempfile
 _SLOT = 32
 _HEADER = 64  # count of used slots (8 bytes), then padding
 _EMPTY = bytes(_SLOT)
+
+
+def tree_claim(tree_id: bytes) -> bytes:
+    """The claim of a tree blob: kept apart from a data blob of the same bytes (same ID, other blob)."""
+    return hashlib.sha256(b"coffer tree claim\0" + tree_id).digest()
 
 
 def _shm_dir() -> str | None:

@@ -28,7 +28,7 @@ from coffer.errors import (
     UsageError,
 )
 from coffer.store.backend.base import Backend, FileInfo, FileType, Handle
-from coffer.store.claims import ClaimTable
+from coffer.store.claims import ClaimTable, tree_claim
 from coffer.store.format import compression, crypto, ids, kdf, keyfile, pack, tree
 from coffer.store.format.config import RepoConfig
 from coffer.store.format.index import IndexFile, IndexPack
@@ -450,7 +450,9 @@ class BlobWriter:
         """Whether a copy exists or is being stored elsewhere (called under the writer's lock)."""
         if self.repo.index.has(t, blob_id):
             return True
-        return self.claims is not None and t == BlobType.DATA and not self.claims.claim(blob_id)
+        if self.claims is None:
+            return False
+        return not self.claims.claim(blob_id if t == BlobType.DATA else tree_claim(blob_id))
 
     def share_claims(self, claims: ClaimTable) -> list[bytes]:
         """From now on, new data blobs are claimed in ``claims`` (shared with other processes).

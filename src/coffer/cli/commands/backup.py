@@ -11,8 +11,8 @@ from typing import Any, BinaryIO
 
 import click
 
-from coffer.actions.backup import BackupPlan, run_backup
-from coffer.actions.session import load_snapshots_and_index, open_repo
+from coffer.actions.backup import BackupPlan, BackupPrep, run_backup
+from coffer.actions.session import open_repo
 from coffer.cli.globals import GlobalOptions
 from coffer.cli.output import ProgressReporter, format_bytes, format_duration
 from coffer.engine.backup import BackupRequest, BackupResult, StreamInput
@@ -20,7 +20,6 @@ from coffer.engine.excludes import ExcludeRules
 from coffer.engine.progress import Progress, ProgressState, Warning_
 from coffer.errors import EXIT_PARTIAL, UsageError
 from coffer.store.format.snapshot import Snapshot
-from coffer.store.repository import Repository
 from coffer.util import gotime
 
 
@@ -139,15 +138,12 @@ def command(g: GlobalOptions, paths: tuple[str, ...], excludes: tuple[str, ...],
         msg = f"using parent snapshot {snap.id.hex()[:8]}" if snap else "no parent snapshot found, will read all files"
         p.print(msg)
 
-    snaps: list[Snapshot] = []
-    def prepare(r: Repository) -> None:  # during the lock's wait, again on a retried lock: replace, never append
-        snaps[:] = load_snapshots_and_index(r)
-
-    with open_repo(access, "shared", prepare) as repo:
+    # Snapshots, index and the walk workers are read and forked during the lock's wait.
+    with BackupPrep(req) as prep, open_repo(access, "shared", prep) as repo:
         p.verbose_print(1, f"repository {repo.config.id[:8]} opened (version {repo.version})")
         with ProgressReporter(p, progress, json_status=_status_json) as reporter:
             plan = BackupPlan(req, parent_spec=parent or None, force=force)
-            result = run_backup(repo, plan, progress, on_parent, count_totals=reporter.enabled, snapshots=snaps)
+            result = run_backup(repo, plan, progress, on_parent, count_totals=reporter.enabled, prep=prep)
     _report(g, result, dry_run)
     return EXIT_PARTIAL if result.partial else 0
 
