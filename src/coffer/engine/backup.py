@@ -164,7 +164,7 @@ class Archiver(SourceWalker):
         self.summary.backup_start = gotime.format_ns(start_ns)
         try:
             if self._walkers is not None:
-                self._walkers.start(self.progress, self._add_counts, self._fail)
+                self._walkers.start_walk(self.progress, self._add_counts, self._fail)
             if req.streams:
                 paths = ["/" + s.name for s in req.streams]
                 self._backup_streams(snap_time)

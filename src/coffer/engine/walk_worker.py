@@ -2,21 +2,18 @@
 
 Why: with the walk in one process, a backup of many small directories runs on one core (lstat,
 parent-tree decoding and comparison are Python) while the others wait. Forked from the CLI after
-the index is loaded, a worker starts with the index, the key and the parent snapshot's cache in
-its own memory, so it can do everything for the entries it is given; only the resulting nodes
-travel back. Idle workers take work from busy ones (the far half of the shallowest directory one
-is handing out), so one deep tree still keeps every core busy.
+the index is loaded (``workstealing``), a worker starts with the index, the key and the parent
+snapshot's cache in its own memory, so it can do everything for the entries it is given; only the
+resulting nodes travel back. Idle workers take the far half of the shallowest directory a busy one
+is handing out, so one deep tree still keeps every core busy.
 
-Protocol (pickled tuples; the parent is the only peer and relays between workers):
-  parent -> worker  ("walk", token, entries, prevs, root_dev), ("steal", sid), ("filled", gift, results),
-                    ("flush",), ("stop",)
-  worker -> parent  ("result", token, results, counts, packs, stats), ("gift", sid, gift, entries, prevs),
-                    ("nogift", sid), ("idle",), ("warn", path, message, during), ("progress", files, bytes),
-                    ("flushed", packs, stats, counts), ("fatal", None, class name, message, hint)
-
-``results`` has one item per entry: its node, None (it could not be read, a warning said why) or
-``SAME`` (the parent snapshot's node, unchanged). A steal request is answered with a gift as soon
-as there is something worth giving, or with "nogift" when the worker runs out of work itself.
+A job's payload is ``(entries, prevs, root_dev)``: lstat'ed entries of directories, their nodes in
+the parent snapshot, and the device ``--one-file-system`` keeps to. Its result has one item per
+entry: the node, None (it could not be read, a warning said why) or ``SAME`` (the parent
+snapshot's node, unchanged). Along with each result go ``(counts, packs, stats)``: the summary
+counters, the packs uploaded and the writer's statistics since the last message. Besides the
+common protocol a worker sends ("warn", path, message, during), ("progress", files, bytes) and
+answers ("flush",) with ("flushed", packs, stats, counts).
 """
 
 from __future__ import annotations
@@ -34,100 +31,89 @@ from coffer.engine.excludes import ExcludeRules
 from coffer.engine.fsnode import node_from_stat, read_xattr_list
 from coffer.engine.progress import Progress, Warning_
 from coffer.engine.worker_process import reopen_backend, send_fatal
+from coffer.engine.workstealing import StealingWorker
 from coffer.store.claims import ClaimTable
 from coffer.store.format.tree import Node
 from coffer.store.repository import Repository
 from coffer.util.failpoints import failpoint
 
-POLL_EVERY = 8  # entries walked between looks at the pipe (a steal request waits at most this long)
 PROGRESS_SECONDS = 0.25
 MIN_GIFT_FILES = 8  # a gift without a directory in it must have at least this many entries
 
 
-class SubtreeWalker(SourceWalker):
+class SubtreeWalker(SourceWalker, StealingWorker):
     def __init__(self, repo: Repository, excludes: ExcludeRules, writer: ClaimingWriter,
                  inp: Connection, out: Connection) -> None:
         progress = Progress()
         progress.on_warning = self._send_warning
-        super().__init__(repo, excludes, progress)
+        SourceWalker.__init__(self, repo, excludes, progress)
+        StealingWorker.__init__(self, inp, out)
         self.writer = writer
         self.data = DataPath(repo, writer)
-        self.inp = inp
-        self.out = out
-        self.stacks: list[list[Frame]] = []  # jobs being walked, the current one first
-        self._gifts: dict[int, tuple[PendingDir, int, list[Node | None] | None]] = {}
-        self._next_gift = 0
-        self._steal: int | None = None  # a steal request not answered yet
-        self._polls = 0
         self._sent_files = 0
         self._sent_bytes = 0
         self._last_progress = time.monotonic()
 
-    # ------------------------------------------------------------------ the loop
-    def serve(self) -> int:
-        idle_sent = False
-        while True:
-            if self.stacks:
-                idle_sent = False
-                self._walk(self.stacks[0])
-                self.stacks.pop(0)
-                continue
-            if not idle_sent:
-                if self._steal is not None:
-                    self.out.send(("nogift", self._steal))
-                    self._steal = None
-                self._send_progress()
-                self.out.send(("idle",))
-                idle_sent = True
-            try:
-                msg = self.inp.recv()
-            except EOFError:
-                return 0
-            if msg[0] == "flush":
-                self.writer.flush()
-                packs, stats = self.writer.drain()
-                self._send_progress()
-                self.out.send(("flushed", packs, stats, self.take_counts()))
-            elif msg[0] == "stop":
-                return 0
-            elif msg[0] == "steal":
-                self.out.send(("nogift", msg[1]))  # nothing to give: this worker has no work either
-            else:
-                self._handle(msg)
+    # ------------------------------------------------------------------ jobs
+    def start_job(self, payload: Any, token: int) -> None:
+        entries, prevs, root_dev = payload
+        self._root_dev = root_dev
+        root = PendingDir(None, None, -1, None, job=(token, prevs))
+        self.stacks.append([self._open_frame(root, entries, prevs)])
 
-    def _handle(self, msg: tuple[Any, ...]) -> None:
-        kind = msg[0]
-        if kind == "walk":
-            _, token, entries, prevs, root_dev = msg
-            self._root_dev = root_dev
-            root = PendingDir(None, None, -1, None, job=(token, prevs))
-            self.stacks.append([self._open_frame(root, entries, prevs)])
-        elif kind == "steal":
-            self._steal = msg[1]
-            self._try_gift()
-        elif kind == "filled":
-            _, gift, results = msg
-            d, start, prevs = self._gifts.pop(gift)
-            for j, r in enumerate(results):
-                node = prevs[j] if isinstance(r, int) and prevs is not None else r
-                self._child_done(d, start + j, node)
-        else:
-            raise ValueError(f"unexpected message {kind!r}")
+    def run_stack(self, stack: list[Any]) -> None:
+        self._walk(stack)
 
     def _check(self) -> None:
         super()._check()
-        self._polls += 1
-        if self._polls >= POLL_EVERY:
-            self._polls = 0
-            self._service()
+        self.tick()
 
-    def _service(self) -> None:
-        """Answer what waits on the pipe (steal requests, results of gifts) without blocking."""
-        while self.inp.poll(0):
-            msg = self.inp.recv()
-            self._handle(msg)
-        if self._steal is not None:
-            self._try_gift()
+    def _job_done(self, d: PendingDir) -> None:
+        token, prevs = d.job
+        results: list[Any] = list(d.slots)
+        if prevs is not None:
+            results = [SAME if n is not None and n is p else n for n, p in zip(results, prevs)]
+        packs, stats = self.writer.drain()
+        self.report(token, results, (self.take_counts(), packs, stats))
+
+    def _root_finished(self, nodes: list[Node], tree_id: bytes) -> None:
+        raise AssertionError("a worker walks jobs, never a snapshot's root")
+
+    def flushed(self) -> tuple[Any, ...]:
+        self.writer.flush()
+        packs, stats = self.writer.drain()
+        self._send_progress()
+        return ("flushed", packs, stats, self.take_counts())
+
+    # ------------------------------------------------------------------ giving work away
+    def giftable(self) -> tuple[Any, Any] | None:
+        """The far half of the shallowest frame that still has something worth giving."""
+        for stack in self.stacks:
+            for f in stack:
+                left = f.end - f.next
+                if left <= 0:
+                    continue
+                k = f.next + left // 2 if left > 1 else f.next
+                part = f.items[k:f.end]
+                if len(part) >= MIN_GIFT_FILES or any(_is_dir(e) for e in part):
+                    return self._give(f, k)
+        return None
+
+    def _give(self, f: Frame, k: int) -> tuple[Any, Any]:
+        items, prevs = f.items[k:f.end], (f.prevs[k:f.end] if f.prevs is not None else None)
+        f.end = k
+        for prev in prevs or ():
+            if prev is not None and prev.subtree is not None:
+                self._prefetched.pop(prev.subtree, None)  # the taker loads its own
+        return (items, prevs, self._root_dev), (f.d, k, prevs)
+
+    def gift_done(self, kept: Any, result: Any) -> None:
+        d, start, prevs = kept
+        for j, r in enumerate(result):
+            self._child_done(d, start + j, prevs[j] if isinstance(r, int) and prevs is not None else r)
+
+    # ------------------------------------------------------------------ progress and warnings
+    def on_tick(self) -> None:
         if time.monotonic() - self._last_progress >= PROGRESS_SECONDS:
             self._send_progress()
 
@@ -143,49 +129,6 @@ class SubtreeWalker(SourceWalker):
     def _send_warning(self, w: Warning_) -> None:
         self.out.send(("warn", w.path, w.message, w.during))
         self.progress.warnings.clear()
-
-    # ------------------------------------------------------------------ giving work away
-    def _try_gift(self) -> None:
-        found = self._giftable()
-        if found is None:
-            return
-        f, k = found
-        items, prevs = f.items[k:f.end], (f.prevs[k:f.end] if f.prevs is not None else None)
-        f.end = k
-        for prev in prevs or ():
-            if prev is not None and prev.subtree is not None:
-                self._prefetched.pop(prev.subtree, None)  # the taker loads its own
-        gift = self._next_gift
-        self._next_gift += 1
-        self._gifts[gift] = (f.d, k, prevs)
-        failpoint("backup_walk_gift")
-        self.out.send(("gift", self._steal, gift, items, prevs))
-        self._steal = None
-
-    def _giftable(self) -> tuple[Frame, int] | None:
-        """The far half of the shallowest frame that still has something worth giving."""
-        for stack in self.stacks:
-            for f in stack:
-                left = f.end - f.next
-                if left <= 0:
-                    continue
-                k = f.next + left // 2 if left > 1 else f.next
-                part = f.items[k:f.end]
-                if len(part) >= MIN_GIFT_FILES or any(_is_dir(e) for e in part):
-                    return f, k
-        return None
-
-    # ------------------------------------------------------------------ results
-    def _job_done(self, d: PendingDir) -> None:
-        token, prevs = d.job
-        results: list[Any] = list(d.slots)
-        if prevs is not None:
-            results = [SAME if n is not None and n is p else n for n, p in zip(results, prevs)]
-        packs, stats = self.writer.drain()
-        self.out.send(("result", token, results, self.take_counts(), packs, stats))
-
-    def _root_finished(self, nodes: list[Node], tree_id: bytes) -> None:
-        raise AssertionError("a worker walks jobs, never a snapshot's root")
 
     # ------------------------------------------------------------------ files
     def _file(self, d: PendingDir, i: int, name: bytes, path: bytes, s: os.stat_result, prev: Node | None) -> None:
@@ -213,7 +156,7 @@ class SubtreeWalker(SourceWalker):
         self._child_done(d, i, node)
 
     def _chunk_stream(self, f: Any) -> tuple[list[bytes], int]:
-        return self.data.chunk_stream(f, on_chunk=self._service)
+        return self.data.chunk_stream(f, on_chunk=self.service)
 
 
 def _is_dir(e: Entry) -> bool:
@@ -227,14 +170,18 @@ def serve_forked(repo: Repository, excludes: ExcludeRules, claims: ClaimTable, i
     that claims new blobs in the shared table and leaves the index to the parent, then jobs."""
     gc.freeze()  # what the parent had stays shared: the collector never touches those pages
     writer: ClaimingWriter | None = None
+    walker: SubtreeWalker | None = None
     try:
         repo.backend = reopen_backend(repo)
         writer = ClaimingWriter(repo, claims)
         repo._writer = writer
-        return SubtreeWalker(repo, excludes, writer, inp, out).serve()
+        walker = SubtreeWalker(repo, excludes, writer, inp, out)
+        return walker.serve()
     except BaseException as e:  # anything is fatal for the backup: tell the parent why
         send_fatal(out, None, e)
         return 1
     finally:
+        if walker is not None:
+            walker.data.close()
         if writer is not None:
             writer.abort()
