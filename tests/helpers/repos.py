@@ -32,6 +32,25 @@ def init_repo(path: Path, version: int = 2) -> Path:
     return path
 
 
+def damage_data_blob(repo: Path, content: bytes) -> None:
+    """Flip one byte inside the stored data blob whose plaintext is ``content`` (a local repository)."""
+    import hashlib
+
+    from coffer.store.format.pack import BlobType
+
+    r = Repository.open(LocalBackend(str(repo)), PASSWORD)
+    r.load_index()
+    loc = r.index.lookup(BlobType.DATA, hashlib.sha256(content).digest())
+    assert loc is not None, "no such blob"
+    pack = repo / "data" / loc.pack_id.hex()[:2] / loc.pack_id.hex()
+    os.chmod(pack, 0o644)
+    with open(pack, "r+b") as f:
+        f.seek(loc.blob.offset + 40)
+        byte = f.read(1)
+        f.seek(loc.blob.offset + 40)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
 def repo_size(path: Path) -> int:
     """Bytes in the repository's files (what a prune must make smaller)."""
     total = 0

@@ -35,6 +35,7 @@ How it is organised, and why:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -64,6 +65,7 @@ from coffer.store.repository import Repository
 from coffer.util import gotime
 
 if TYPE_CHECKING:
+    from coffer.engine.restore_pool import RestorePool
     from coffer.engine.workerpool import ForkedProcess
 
 # Coalescing: read neighbouring blobs of one pack in a single request when the hole between them is
@@ -140,7 +142,7 @@ class RestoreResult:
 
 def restore(
     repo: Repository, tree_id: bytes, opts: RestoreOptions, progress: Progress | None = None,
-    early: EarlyWorkers | None = None,
+    early: EarlyWorkers | None = None, walkers: RestorePool | None = None,
 ) -> RestoreResult:
     """Restore the tree ``tree_id`` (a snapshot's root tree) into ``opts.target``.
 
@@ -149,7 +151,15 @@ def restore(
     nothing sensible can be done: the target cannot be created, the subpath does not exist, the
     root tree cannot be read. ``early``: worker processes started before the repository was open
     (``start_workers``); the restore uses them if it has enough to write, else ends them.
+    ``walkers``: workers forked once the index was loaded (``RestorePool.fork``), which then do
+    the whole restore (the restore takes them over and ends them).
     """
+    if walkers is not None:
+        from coffer.engine.restore_pool import restore_with_walkers
+
+        if early is not None:
+            early.close()
+        return restore_with_walkers(repo, tree_id, opts, progress or Progress(), walkers)
     procs = early.take(repo.backend_recipe) if early is not None else []
     return _Restorer(repo, opts, progress or Progress(), procs).run(tree_id)
 
@@ -1006,6 +1016,8 @@ class _Restorer:
                     else:
                         self._link(primary, f)
                     return
+                if not self._claim_link(f, key):
+                    return  # another process restores this inode; the link is made at the end
                 self.hardlinks[key] = f
             if n.content is None:
                 self._fail(f, "file node has no content list")
@@ -1041,6 +1053,11 @@ class _Restorer:
         self.result.others += 1
         self.progress.add_done(1, 0)
         self._child_done(f.parent)
+
+    def _claim_link(self, f: _Item, key: tuple[int, int]) -> bool:
+        """The first of its hard-link group seen here: False when another process restores the
+        group (for subclasses that share a restore with other processes)."""
+        return True
 
     # ---------------------------------------------------------------- files: finish or fail
     def _finish_file(self, f: _Item) -> None:
@@ -1192,12 +1209,19 @@ class _Restorer:
 
         One result per blob: why it could not be read, or per target file None (written, or no
         longer wanted) or why the write failed. The main thread turns these into file states."""
+        raw = self._load_range(job)
+        return raw if isinstance(raw, list) else self._decode_range(job, raw)
+
+    def _load_range(self, job: _Job) -> bytes | list[list[str | None] | str]:
+        """The stored bytes of one range of a pack, or one error per blob when it cannot be read."""
         pid = job.pack_id.hex()
         try:
-            raw = self.repo.backend.load(Handle(FileType.PACK, pid), job.start, job.length)
+            return self.repo.backend.load(Handle(FileType.PACK, pid), job.start, job.length)
         except (CofferError, OSError) as e:
             msg = f"pack {pid[:8]}: cannot read {job.length} bytes at offset {job.start}: {e}"
             return [f"{msg} (data blob {r.blob.id.hex()[:8]})" for r in job.reqs]
+
+    def _decode_range(self, job: _Job, raw: bytes) -> list[list[str | None] | str]:
         mv = memoryview(raw)
         sparse = self.opts.sparse
         out: list[list[str | None] | str] = []
@@ -1271,6 +1295,15 @@ class _Restorer:
     def _before_finish(self, f: _Item) -> None:
         """A file's content is complete and it is about to be finished; for subclasses (tests' crash sites)."""
 
+    tick_seconds: float | None = None  # how often ``between_writes`` runs while ranges are in flight
+    # Decode and write in the thread that runs _fetch_and_write, the others only read: in a worker
+    # process of its own, one thread doing every short system call costs far less than several
+    # handing the GIL to each other around each of them.
+    decode_in_main = False
+
+    def between_writes(self) -> None:
+        """Called while content is being fetched and written; for subclasses that must stay responsive."""
+
     def _fetch_and_write(self, jobs: Iterable[_Job]) -> None:
         inflight: dict[cf.Future[list[list[str | None] | str]], _Job] = {}
         it = iter(jobs)
@@ -1278,20 +1311,26 @@ class _Restorer:
         nbytes = 0  # read (or being read) and not yet written: bounds memory
         nxt = next(it, None)
 
+        work: Callable[[_Job], Any] = self._load_range if self.decode_in_main else self._fetch
+
         def top_up() -> None:
             nonlocal nxt, nbytes
             while nxt is not None and len(inflight) < limit and (not inflight or nbytes + nxt.length <= READ_BUDGET):
-                inflight[self.pool.submit(self._fetch, nxt)] = nxt
+                inflight[self.pool.submit(work, nxt)] = nxt
                 nbytes += nxt.length
                 nxt = next(it, None)
 
         top_up()
         while inflight:
-            done, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(inflight, timeout=self.tick_seconds, return_when=cf.FIRST_COMPLETED)
+            self.between_writes()
             for fut in done:
                 job = inflight.pop(fut)
-                nbytes -= job.length
                 results = fut.result()
+                if self.decode_in_main and not isinstance(results, list):
+                    top_up()  # the next reads go out while this thread decodes and writes
+                    results = self._decode_range(job, results)
+                nbytes -= job.length
                 top_up()  # keep the workers busy while this thread writes
                 self._write(job, results)
         # Files whose every blob was skipped cannot be left pending; neither can anything else.
@@ -1436,25 +1475,30 @@ class _Restorer:
         self, comps: list[bytes], items: list[tuple[bytes, str, int, list[tuple[bytes, int]]]]
     ) -> tuple[list[RestoreIssue], int]:
         errs: list[RestoreIssue] = []
+        try:
+            with self._dir_at(comps) as dfd:
+                for name, loc, size, blobs in items:
+                    msg = _verify_file(dfd, name, size, blobs)
+                    if msg:
+                        errs.append(RestoreIssue(loc, msg))
+        except OSError as e:
+            return [RestoreIssue(loc, f"verify: cannot open directory: {e.strerror}") for _, loc, _, _ in items], 0
+        return errs, len(items)
+
+    @contextlib.contextmanager
+    def _dir_at(self, comps: list[bytes]) -> Iterator[int]:
+        """A descriptor for the restored directory at ``comps``, opened one component at a time
+        without following symlinks, outside the descriptor caches (any thread)."""
         fds: list[int] = []
         try:
-            dfd = self.root_fd
+            fd = self.root_fd
             for c in comps:
-                dfd = os.open(c, _DIR_FLAGS, dir_fd=dfd)
-                fds.append(dfd)
-        except OSError as e:
-            for fd in fds:
-                os.close(fd)
-            return [RestoreIssue(loc, f"verify: cannot open directory: {e.strerror}") for _, loc, _, _ in items], 0
-        try:
-            for name, loc, size, blobs in items:
-                msg = _verify_file(dfd, name, size, blobs)
-                if msg:
-                    errs.append(RestoreIssue(loc, msg))
+                fd = os.open(c, _DIR_FLAGS, dir_fd=fd)
+                fds.append(fd)
+            yield fd
         finally:
             for fd in fds:
                 os.close(fd)
-        return errs, len(items)
 
 
 def _verify_file(dfd: int, name: bytes, size: int, blobs: list[tuple[bytes, int]]) -> str | None:

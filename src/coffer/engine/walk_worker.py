@@ -31,7 +31,7 @@ from coffer.engine.excludes import ExcludeRules
 from coffer.engine.fsnode import node_from_stat, read_xattr_list
 from coffer.engine.progress import Progress, Warning_
 from coffer.engine.worker_process import reopen_backend, send_fatal
-from coffer.engine.workstealing import StealingWorker
+from coffer.engine.workstealing import StealingWorker, far_half
 from coffer.store.claims import ClaimTable
 from coffer.store.format.tree import Node
 from coffer.store.repository import Repository
@@ -87,17 +87,9 @@ class SubtreeWalker(SourceWalker, StealingWorker):
 
     # ------------------------------------------------------------------ giving work away
     def giftable(self) -> tuple[Any, Any] | None:
-        """The far half of the shallowest frame that still has something worth giving."""
-        for stack in self.stacks:
-            for f in stack:
-                left = f.end - f.next
-                if left <= 0:
-                    continue
-                k = f.next + left // 2 if left > 1 else f.next
-                part = f.items[k:f.end]
-                if len(part) >= MIN_GIFT_FILES or any(_is_dir(e) for e in part):
-                    return self._give(f, k)
-        return None
+        found = far_half(self.stacks, lambda f: f.items,
+                         lambda part: len(part) >= MIN_GIFT_FILES or any(_is_dir(e) for e in part))
+        return None if found is None else self._give(*found)
 
     def _give(self, f: Frame, k: int) -> tuple[Any, Any]:
         items, prevs = f.items[k:f.end], (f.prevs[k:f.end] if f.prevs is not None else None)
@@ -121,13 +113,13 @@ class SubtreeWalker(SourceWalker, StealingWorker):
         pr = self.progress
         files, nbytes = pr.files_done - self._sent_files, pr.bytes_done - self._sent_bytes
         if files or nbytes:
-            self.out.send(("progress", files, nbytes))
+            self.send(("progress", files, nbytes))
             self._sent_files += files
             self._sent_bytes += nbytes
         self._last_progress = time.monotonic()
 
     def _send_warning(self, w: Warning_) -> None:
-        self.out.send(("warn", w.path, w.message, w.during))
+        self.send(("warn", w.path, w.message, w.during))
         self.progress.warnings.clear()
 
     # ------------------------------------------------------------------ files

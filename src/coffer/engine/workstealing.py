@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -228,6 +228,21 @@ class StealingPool:
             self.on_message(p, msg)
 
 
+def far_half(stacks: list[list[Any]], items: Callable[[Any], Sequence[Any]],
+             worth: Callable[[Sequence[Any]], bool]) -> tuple[Any, int] | None:
+    """The frame to give from and where the gift starts: the far half of what the shallowest frame
+    (any object with ``next`` and ``end``) has not handed out yet, when ``worth`` giving."""
+    for stack in stacks:
+        for f in stack:
+            left = f.end - f.next
+            if left <= 0:
+                continue
+            k = f.next + left // 2 if left > 1 else f.next
+            if worth(items(f)[k:f.end]):
+                return f, k
+    return None
+
+
 class StealingWorker:
     """The worker's side: a loop over jobs, answering steal requests between steps.
 
@@ -245,6 +260,12 @@ class StealingWorker:
         self._next_gift = 0
         self._steal: int | None = None  # a steal request not answered yet
         self._polls = 0
+        self._send_lock = threading.Lock()
+
+    def send(self, msg: tuple[Any, ...]) -> None:
+        """To the parent; from any thread (a restore's fetch threads report errors too)."""
+        with self._send_lock:
+            self.out.send(msg)
 
     # ------------------------------------------------------------------ for subclasses
     def start_job(self, payload: Any, token: int) -> None:
@@ -285,21 +306,21 @@ class StealingWorker:
                 continue
             if not idle_sent:
                 if self._steal is not None:
-                    self.out.send(("nogift", self._steal))
+                    self.send(("nogift", self._steal))
                     self._steal = None
                 self.on_tick()
-                self.out.send(("idle",))
+                self.send(("idle",))
                 idle_sent = True
             try:
                 msg = self.inp.recv()
             except EOFError:
                 return 0
             if msg[0] == "flush":
-                self.out.send(self.flushed())
+                self.send(self.flushed())
             elif msg[0] == "stop":
                 return 0
             elif msg[0] == "steal":
-                self.out.send(("nogift", msg[1]))  # nothing to give: this worker has no work either
+                self.send(("nogift", msg[1]))  # nothing to give: this worker has no work either
             else:
                 self._handle(msg)
 
@@ -338,8 +359,8 @@ class StealingWorker:
         self._next_gift += 1
         self._gifts[gift] = kept
         failpoint("walk_gift")
-        self.out.send(("gift", self._steal, gift, payload))
+        self.send(("gift", self._steal, gift, payload))
         self._steal = None
 
     def report(self, token: int, result: Any, extras: Any = None) -> None:
-        self.out.send(("result", token, result, extras))
+        self.send(("result", token, result, extras))

@@ -12,7 +12,9 @@ from coffer.cli.globals import GlobalOptions
 from coffer.cli.output import ProgressReporter, format_bytes, format_duration
 from coffer.engine import snapshots as snapsel
 from coffer.engine.progress import Progress
-from coffer.engine.restore import RestoreOptions, restore, start_workers
+from coffer.engine.restore import RestoreOptions, process_count, restore, start_workers
+from coffer.engine.restore_pool import RestorePool
+from coffer.engine.workerpool import can_fork
 from coffer.errors import RestoreError, UsageError
 from coffer.store.format.snapshot import Snapshot
 from coffer.store.repository import Repository
@@ -47,29 +49,43 @@ def command(g: GlobalOptions, snapshot_ids: tuple[str, ...], target: str, includ
     p = g.printer
     flt = snapsel.SnapshotFilter.build(hosts, tags, paths)
     progress = Progress()
-    # A whole-snapshot restore is usually big enough for worker processes: start them now, so
-    # their start-up overlaps the key derivation, the lock and the index instead of the restore.
-    # (With include patterns or a subpath, the restore starts them itself if it turns out big.)
+    opts = RestoreOptions(
+        target=target, subpath=subpath, includes=list(includes), excludes=list(excludes),
+        iincludes=list(iincludes), iexcludes=list(iexcludes), sparse=sparse, verify=verify,
+        overwrite=not no_overwrite,
+    )
     access = g.access()
-    early = None if includes or iincludes or subpath else start_workers(backend_recipe(access))
+    # Without include patterns the restore runs in worker processes forked during the lock's wait,
+    # once the index is loaded (RestorePool). Where forking is not possible they are started here
+    # instead, before the repository is open, so their start-up overlaps the key derivation, the
+    # lock and the index. (With include patterns the restore starts them itself if it turns out big.)
+    walk = not (includes or iincludes) and can_fork() and process_count(backend_recipe(access)) >= 2
+    early = None if includes or iincludes or subpath or walk else start_workers(backend_recipe(access))
     snaps: list[Snapshot] = []
+    walkers: list[RestorePool | None] = [None]
 
-    def prepare(repo: Repository) -> None:  # during the lock's wait
-        # Assigned, not appended: a retried lock runs this again (see RepoLock).
+    def prepare(repo: Repository) -> None:  # during the lock's wait; again if the lock is retried
+        end_walkers()
         snaps[:] = load_snapshots_and_index(
             repo, on_error=lambda sid, e: p.warn(f"could not load snapshot {sid.hex()[:8]}: {e}"))
+        if walk:
+            walkers[0] = RestorePool.fork(repo, opts)
 
-    with early or contextlib.nullcontext(), open_repo(access, "none" if g.no_lock else "shared", prepare) as repo:
-        snap = snapsel.find(snaps, spec, flt)
-        p.print(f"restoring <Snapshot {snap.id.hex()[:8]} of [{' '.join(snap.paths)}] at {local_time(snap)} by "
-                f"{snap.username}@{snap.hostname}> to {target}")
-        opts = RestoreOptions(
-            target=target, subpath=subpath, includes=list(includes), excludes=list(excludes),
-            iincludes=list(iincludes), iexcludes=list(iexcludes), sparse=sparse, verify=verify,
-            overwrite=not no_overwrite,
-        )
-        with ProgressReporter(p, progress, kind="restore"):
-            result = restore(repo, snap.tree, opts, progress, early)
+    def end_walkers() -> None:
+        pool, walkers[0] = walkers[0], None
+        if pool is not None:
+            pool.close(kill=True)
+
+    try:
+        with early or contextlib.nullcontext(), open_repo(access, "none" if g.no_lock else "shared", prepare) as repo:
+            snap = snapsel.find(snaps, spec, flt)
+            p.print(f"restoring <Snapshot {snap.id.hex()[:8]} of [{' '.join(snap.paths)}] at {local_time(snap)} "
+                    f"by {snap.username}@{snap.hostname}> to {target}")
+            with ProgressReporter(p, progress, kind="restore"):
+                pool, walkers[0] = walkers[0], None
+                result = restore(repo, snap.tree, opts, progress, early, walkers=pool)
+    finally:
+        end_walkers()
     for issue in result.errors:
         p.warn(f"ignoring error for {issue.path}: {issue.message}")
     if verify:
