@@ -75,3 +75,22 @@ def test_check_reads_the_repository_not_the_cache(servers: Servers, tmp_path: Pa
     r = coffer("check", repo=url, env=env, check=False)
     assert r.returncode != 0, r.stdout
     assert key.split("/")[1][:8].encode() in r.stdout + r.stderr
+
+
+def test_the_key_is_derived_from_the_cached_key_file_while_connecting(
+    servers: Servers, tmp_path: Path, coffer: Runner
+) -> None:
+    """After one command, the URL is known to be this repository and its key file is cached: the
+    next command derives the key from that copy while it connects (and a wrong password still fails)."""
+    s3 = servers.moto.get()
+    url = f"s3:{s3.endpoint}/{unique('keys')}"
+    env = {**s3.env(), "COFFER_CACHE_DIR": str(tmp_path / "cache")}
+    coffer("init", repo=url, env=env)
+    log = tmp_path / "sites"
+    coffer("snapshots", repo=url, env={**env, "COFFER_FAILPOINT_LOG": str(log)})
+    assert not log.exists() or "key_prefetched" not in log.read_text()  # nothing cached yet
+    assert list((tmp_path / "cache").glob("*/keys/*")) and list((tmp_path / "cache" / "repositories").iterdir())
+    coffer("snapshots", repo=url, env={**env, "COFFER_FAILPOINT_LOG": str(log)})
+    assert "key_prefetched" in log.read_text()
+    r = coffer("snapshots", repo=url, password="wrong", env=env, check=False)
+    assert r.returncode == 12 and b"wrong password" in r.stderr

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
-from coffer.store.backend.registry import open_backend
+from coffer.errors import CofferError
+from coffer.store import keyprefetch
+from coffer.store.backend.base import FileType, Handle
+from coffer.store.backend.cache import CachedBackend, default_cache_dir
+from coffer.store.backend.registry import local_path, open_backend
 from coffer.store.format.snapshot import Snapshot
+from coffer.store.keyprefetch import KeyPrefetch
 from coffer.store.locks import RepoLock
-from coffer.store.metacache import attach_cache
+from coffer.store.metacache import attach_cache, cache_enabled
 from coffer.store.repository import Repository
 
 LockMode = Literal["shared", "exclusive", "none"]
@@ -58,6 +64,30 @@ def load_snapshots_and_index(
     return snaps
 
 
+def _cache_dir(access: RepoAccess) -> str | None:
+    return access.options.get("cache-dir") or default_cache_dir() if cache_enabled(access.options) else None
+
+
+def _start_key_derivation(access: RepoAccess, password: str) -> KeyPrefetch | None:
+    """Derive the key from the key files this machine holds while the backend is being opened."""
+    local = local_path(access.url)
+    return KeyPrefetch.start(access.url, password, local_path=local,
+                             cache_dir=None if local is not None else _cache_dir(access), key_hint=access.key_hint)
+
+
+def _remember(access: RepoAccess, repo: Repository) -> None:
+    """Which repository this URL is and the key file that opened it, so the next open can derive
+    the key from the cached copy while it connects."""
+    cache_dir = _cache_dir(access) if local_path(access.url) is None else None
+    if cache_dir is None or not isinstance(repo.backend, CachedBackend):
+        return
+    keyprefetch.remember(cache_dir, access.url, repo.config.id)
+    h = Handle(FileType.KEY, repo.key_id)
+    if not os.path.exists(repo.backend.path(h)):
+        with contextlib.suppress(CofferError):
+            repo.backend.load(h)  # read through the cache, which keeps key files
+
+
 def backend_recipe(access: RepoAccess) -> tuple[str, dict[str, str], bool] | None:
     """How a worker process opens this repository's backend again (None: it may not write)."""
     return None if access.read_only else (access.url, dict(access.options), access.dry_run)
@@ -69,7 +99,14 @@ def open_repo(
 ) -> Iterator[Repository]:
     """The repository, opened and locked. ``prepare`` (read-only: list snapshots, load the index)
     runs before the caller gets it, during the lock's re-check wait when there is a lock to take."""
-    backend = open_backend(access.url, access.options, warn=access.warn)
+    password = access.get_password()
+    prefetch = _start_key_derivation(access, password)  # scrypt on the other core meanwhile
+    try:
+        backend = open_backend(access.url, access.options, warn=access.warn)
+    except BaseException:
+        if prefetch is not None:
+            prefetch.take([])
+        raise
     if access.read_only:
         from coffer.store.backend.readonly import ReadOnlyBackend
 
@@ -81,11 +118,12 @@ def open_repo(
         backend = DryRunBackend(backend)
         lock = "none"
     try:
-        repo = Repository.open(backend, access.get_password(), key_hint=access.key_hint)
+        repo = Repository.open(backend, password, key_hint=access.key_hint, prefetch=prefetch)
         if not access.read_only:
             repo.backend_recipe = backend_recipe(access)
         if not access.dry_run:
             attach_cache(repo, access.options, access.warn)
+            _remember(access, repo)
         repo.compression_level = compression_level(access.compression)
         if access.pack_size:
             repo.pack_size = access.pack_size

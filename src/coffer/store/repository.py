@@ -34,6 +34,7 @@ from coffer.store.format.config import RepoConfig
 from coffer.store.format.index import IndexFile, IndexPack
 from coffer.store.format.pack import BlobType, PackedBlob
 from coffer.store.format.snapshot import Snapshot
+from coffer.store.keyprefetch import KeyPrefetch
 from coffer.store.master_index import MasterIndex
 from coffer.util.failpoints import failpoint
 
@@ -102,15 +103,19 @@ class Repository:
         return cls(backend, master, config, key_id)
 
     @classmethod
-    def open(cls, backend: Backend, password: str, *, key_hint: str | None = None) -> Repository:
+    def open(cls, backend: Backend, password: str, *, key_hint: str | None = None,
+             prefetch: KeyPrefetch | None = None) -> Repository:
+        """``prefetch``: the key derivation started before ``backend`` was open (see keyprefetch)."""
         try:
             raw_config = backend.load(Handle(FileType.CONFIG))
         except ObjectNotFound:
+            if prefetch is not None:
+                prefetch.take([])
             raise RepositoryNotFound(
                 f"unable to open repository at {backend.location}: config file does not exist",
                 hint="check the repository location, or create one with `coffer init`",
             ) from None
-        master, key_id = cls._find_key(backend, password, key_hint)
+        master, key_id = cls._find_key(backend, password, key_hint, prefetch)
         try:
             plain = crypto.open_(master, raw_config)
         except IntegrityError:
@@ -118,8 +123,21 @@ class Repository:
         return cls(backend, master, RepoConfig.from_bytes(plain), key_id)
 
     @staticmethod
-    def _find_key(backend: Backend, password: str, key_hint: str | None) -> tuple[crypto.CryptoKey, str]:
-        names = [fi.name for fi in backend.list(FileType.KEY) if ids.is_id_hex(fi.name)]
+    def _find_key(backend: Backend, password: str, key_hint: str | None,
+                  prefetch: KeyPrefetch | None = None) -> tuple[crypto.CryptoKey, str]:
+        try:
+            names = [fi.name for fi in backend.list(FileType.KEY) if ids.is_id_hex(fi.name)]
+        except BaseException:
+            if prefetch is not None:
+                prefetch.take([])  # never leave its thread running
+            raise
+        if prefetch is not None:
+            got = prefetch.take(names)
+            if got is not None:
+                failpoint("key_prefetched")
+                return got
+            tried = prefetch.failed()
+            names = [n for n in names if n not in tried]
         if key_hint:
             names.sort(key=lambda n: not n.startswith(key_hint))
         for name in names[:MAX_KEYS_TRIED]:

@@ -8,6 +8,16 @@ from coffer.errors import UsageError
 from coffer.store.backend.base import Backend
 from coffer.store.backend.local import LocalBackend
 
+_REMOTE = ("s3", "rest", "sftp", "rclone", "b2", "azure", "gs", "swift")
+
+
+def local_path(url: str) -> str | None:
+    """The directory of a local repository URL (None for remote ones)."""
+    if url.startswith("local:"):
+        return url[len("local:"):]
+    scheme = url.split(":", 1)[0]
+    return None if scheme in _REMOTE and ":" in url else url
+
 
 def open_backend(url: str, options: dict[str, str] | None = None,
                  warn: Callable[[str], None] | None = None) -> Backend:
@@ -22,7 +32,7 @@ def open_backend(url: str, options: dict[str, str] | None = None,
     if url.startswith("local:"):
         return LocalBackend(url[len("local:"):])
     scheme = url.split(":", 1)[0]
-    if scheme in ("s3", "rest", "sftp", "rclone", "b2", "azure", "gs", "swift") and ":" in url:
+    if scheme in _REMOTE and ":" in url:
         try:
             import importlib
 
