@@ -124,7 +124,10 @@ class S3Backend(Backend):
         verify: str | bool | None = options.get("s3.ca-cert") or None  # None: AWS_CA_BUNDLE or the system store
         config = Config(
             region_name=region,
-            s3={"addressing_style": style},
+            # The body's SHA-256 in the signature would be a second pass over every pack (botocore
+            # signs payloads over plain HTTP): the signed Content-MD5 already makes the server
+            # refuse a changed body, and every pack is named by its own SHA-256 and authenticated.
+            s3={"addressing_style": style, "payload_signing_enabled": False},
             retries={"total_max_attempts": 1},
             max_pool_connections=max(10, 2 * self.connections),
             connect_timeout=float(options.get("s3.connect-timeout", 10)),
