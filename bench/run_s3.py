@@ -9,7 +9,10 @@ table to the "S3 (moto, loopback)" section of docs/benchmarks.md.
 The server is part of what is measured: moto is a Python process on the same two cores, so both
 tools pay for it alike. The interesting number is the ratio, not the absolute MB/s.
 
-    .venv/bin/python bench/run_s3.py --size 512M [--work /var/tmp/coffer-bench-s3] [--record]
+    .venv/bin/python bench/run_s3.py --size 512M [--repeat 5] [--work /var/tmp/coffer-bench-s3] [--record]
+
+With ``--repeat N`` the sequence runs N times, each against a freshly started server, and the
+table gives each row's median times and median ratio with every run's ratio beside it.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import MKDATA_DEFAULT, PASSWORD, ROOT, Measure, du, run, warm
+from run import MKDATA_DEFAULT, PASSWORD, ROOT, Measure, Rows, du, median_table, run, warm
 
 SECTION = "## S3 (moto, loopback)"
 
@@ -76,6 +79,7 @@ def main() -> None:
     ap.add_argument("--mkdata", default=str(MKDATA_DEFAULT))
     ap.add_argument("--restic", default=shutil.which("restic") or "restic")
     ap.add_argument("--coffer", default=str(Path(sys.executable).parent / "coffer"))
+    ap.add_argument("--repeat", type=int, default=1, help="run the sequence N times (a fresh server each); medians")
     ap.add_argument("--record", action="store_true", help="append the results to docs/benchmarks.md")
     args = ap.parse_args()
 
@@ -87,56 +91,69 @@ def main() -> None:
     subprocess.run([sys.executable, args.mkdata, str(corpus), "--size", args.size, "--seed", "1"], check=True,
                    stdout=subprocess.DEVNULL)
     size = du(corpus)
-    moto, endpoint = start_moto(Path(sys.executable).parent)
-    try:
-        tools = {"restic": args.restic, "coffer": args.coffer}
-        targets = {t: work / f"restore-{t}" for t in tools}
-        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "COFFER_", "AWS_"))}
-        base_env.pop("PYTHONDONTWRITEBYTECODE", None)  # coffer runs with its bytecode cached, as installed
-        base_env.update({"RESTIC_PASSWORD": PASSWORD, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-                         "AWS_DEFAULT_REGION": "us-east-1", "RESTIC_CACHE_DIR": str(work / "restic-cache"),
-                         "COFFER_CACHE_DIR": str(work / "coffer-cache")})
+    tools = {"restic": args.restic, "coffer": args.coffer}
+    targets = {t: work / f"restore-{t}" for t in tools}
+    base_env = {k: v for k, v in os.environ.items() if not k.startswith(("RESTIC_", "COFFER_", "AWS_"))}
+    base_env.pop("PYTHONDONTWRITEBYTECODE", None)  # coffer runs with its bytecode cached, as installed
+    base_env.update({"RESTIC_PASSWORD": PASSWORD, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+                     "AWS_DEFAULT_REGION": "us-east-1", "RESTIC_CACHE_DIR": str(work / "restic-cache"),
+                     "COFFER_CACHE_DIR": str(work / "coffer-cache")})
 
-        def env(tool: str) -> dict[str, str]:
-            return {**base_env, "RESTIC_REPOSITORY": f"s3:{endpoint}/bench-{tool}/repo"}
+    def one_run() -> Rows:
+        for p in [*targets.values(), work / "restic-cache", work / "coffer-cache"]:
+            shutil.rmtree(p, ignore_errors=True)
+        moto, endpoint = start_moto(Path(sys.executable).parent)
+        rows: Rows = []
+        try:
+            def env(tool: str) -> dict[str, str]:
+                return {**base_env, "RESTIC_REPOSITORY": f"s3:{endpoint}/bench-{tool}/repo"}
 
-        rows: list[tuple[str, int, dict[str, Measure]]] = []
+            def row(name: str, nbytes: int, argv: list[str], cwd: Path | None = None) -> None:
+                res: dict[str, Measure] = {}
+                for tool in ("restic", "coffer"):
+                    a = [a.replace("{tool}", tool) for a in argv]
+                    res[tool] = run([tools[tool], *a], env(tool), cwd)
+                rows.append((name, nbytes, res))
+                r, c = res["restic"], res["coffer"]
+                print(f"{name:20s} restic {r.seconds:7.2f}s | coffer {c.seconds:7.2f}s | "
+                      f"throughput ratio coffer/restic {r.seconds / c.seconds:5.2f}", flush=True)
 
-        def row(name: str, nbytes: int, argv: list[str], cwd: Path | None = None) -> None:
-            res: dict[str, Measure] = {}
-            for tool in ("restic", "coffer"):
-                a = [a.replace("{tool}", tool) for a in argv]
-                res[tool] = run([tools[tool], *a], env(tool), cwd)
-            rows.append((name, nbytes, res))
-            r, c = res["restic"], res["coffer"]
-            print(f"{name:20s} restic {r.seconds:7.2f}s | coffer {c.seconds:7.2f}s | "
-                  f"throughput ratio coffer/restic {r.seconds / c.seconds:5.2f}", flush=True)
+            warm(corpus)
+            row("init", 0, ["init"])
+            row("first backup", size, ["backup", "-q", corpus.name], cwd=work)
+            row("no-change backup", size, ["backup", "-q", corpus.name], cwd=work)
+            row("restore (latest)", size, ["restore", "-q", "latest", "--target", str(work / "restore-{tool}")])
+        finally:
+            moto.terminate()
+            moto.wait(10)
+        return rows
 
-        warm(corpus)
-        row("init", 0, ["init"])
-        row("first backup", size, ["backup", "-q", corpus.name], cwd=work)
-        row("no-change backup", size, ["backup", "-q", corpus.name], cwd=work)
-        row("restore (latest)", size, ["restore", "-q", "latest", "--target", str(work / "restore-{tool}")])
-    finally:
-        moto.terminate()
-        moto.wait(10)
+    runs: list[Rows] = []
+    for i in range(args.repeat):
+        if args.repeat > 1:
+            print(f"--- run {i + 1} of {args.repeat}", flush=True)
+        runs.append(one_run())
 
-    lines = [
-        f"### Run {time.strftime('%Y-%m-%d %H:%M')} — corpus {args.size} ({size / 2**20:.0f} MiB), moto_server on "
-        f"loopback, {platform.machine()}, {os.cpu_count()} cores, 5 connections each (both defaults)",
-        "",
-        "| row | restic s | coffer s | restic MB/s | coffer MB/s | throughput ratio coffer/restic | "
-        "restic RSS MiB | coffer RSS MiB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, nbytes, res in rows:
-        rr, cc = res["restic"], res["coffer"]
+    title = (f"### Run {time.strftime('%Y-%m-%d %H:%M')} — corpus {args.size} ({size / 2**20:.0f} MiB), moto_server "
+             f"on loopback, {platform.machine()}, {os.cpu_count()} cores, 5 connections each (both defaults)")
+    if args.repeat == 1:
+        lines = [
+            title, "",
+            "| row | restic s | coffer s | restic MB/s | coffer MB/s | throughput ratio coffer/restic | "
+            "restic RSS MiB | coffer RSS MiB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, nbytes, res in runs[0]:
+            rr, cc = res["restic"], res["coffer"]
 
-        def mbs(m: Measure, nbytes: int = nbytes) -> str:
-            return f"{nbytes / 1e6 / m.seconds:.0f}" if nbytes else ""
+            def mbs(m: Measure, nbytes: int = nbytes) -> str:
+                return f"{nbytes / 1e6 / m.seconds:.0f}" if nbytes else ""
 
-        lines.append(f"| {name} | {rr.seconds:.2f} | {cc.seconds:.2f} | {mbs(rr)} | {mbs(cc)} | "
-                     f"{rr.seconds / cc.seconds:.2f} | {rr.max_rss_kib / 1024:.0f} | {cc.max_rss_kib / 1024:.0f} |")
+            lines.append(f"| {name} | {rr.seconds:.2f} | {cc.seconds:.2f} | {mbs(rr)} | {mbs(cc)} | "
+                         f"{rr.seconds / cc.seconds:.2f} | {rr.max_rss_kib / 1024:.0f} | {cc.max_rss_kib / 1024:.0f} |")
+    else:
+        lines = [f"{title}, {args.repeat} runs, a fresh server each", "",
+                 *median_table(runs, lambda r, c: r.seconds / c.seconds, "throughput ratio coffer/restic")]
     text = "\n".join(lines) + "\n"
     print()
     print(text)
