@@ -6,25 +6,30 @@ symlink followed by a "file" whose name goes through it, duplicate names, hard-l
 mix a symlink with a file. Targets also get planted symlinks pointing at a victim directory.
 
 After every restore the victim directory (a sibling of the target) must be unchanged, byte for
-byte and in its metadata, and the directory holding both must list nothing new.
+byte and in its metadata, and the directory holding both must list nothing new. Every case runs
+twice: through the engine in this process, and through ``coffer restore``, whose forked restore
+workers walk the trees themselves.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from coffer.engine.restore import RestoreOptions, RestoreResult, restore
+from coffer.engine.restore import RestoreIssue, RestoreOptions, RestoreResult, restore
 from coffer.store.backend.local import LocalBackend
 from coffer.store.format import kdf, tree
 from coffer.store.format.pack import BlobType
 from coffer.store.format.snapshot import Snapshot
 from coffer.store.format.tree import GO_DIR, GO_SYMLINK, Node
 from coffer.store.repository import Repository
+from conftest import COFFER, _env
 from helpers.treecompare import EntryMeta, assert_trees_equal, snapshot_tree
 
 PW = "pw"
@@ -40,6 +45,7 @@ class World:
     target: Path
     victim: Path
     repo: Repository
+    engine: str  # "in-process" or "forked-workers" (through the CLI)
 
     def check_untouched(self, before: dict[bytes, EntryMeta]) -> None:
         assert sorted(os.listdir(self.base)) == ["target", "victim"]
@@ -48,8 +54,8 @@ class World:
         assert not os.path.lexists("/coffer-escape")
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+@pytest.fixture(params=["in-process", "forked-workers"])
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
     base = tmp_path / "work"
     victim = base / "victim"
     (victim / "sub").mkdir(parents=True)
@@ -59,7 +65,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     target = base / "target"
     repo = Repository.init(LocalBackend(str(tmp_path / "repo")), PW, params=FAST_KDF)
     repo.load_index()
-    yield World(base, target, victim, repo)
+    yield World(base, target, victim, repo, request.param)
 
 
 def data(repo: Repository, content: bytes) -> list[bytes]:
@@ -102,7 +108,25 @@ def snapshot(repo: Repository, root: bytes) -> bytes:
 
 
 def do_restore(w: World, root: bytes, **kw: object) -> RestoreResult:
-    return restore(w.repo, snapshot(w.repo, root), RestoreOptions(target=str(w.target), **kw))  # type: ignore[arg-type]
+    tree_id = snapshot(w.repo, root)
+    if w.engine == "in-process":
+        return restore(w.repo, tree_id, RestoreOptions(target=str(w.target), **kw))  # type: ignore[arg-type]
+    assert set(kw) <= {"overwrite"}
+    flags = [] if kw.get("overwrite", True) else ["--no-overwrite"]
+    r = subprocess.run([COFFER, "--json", "restore", "latest", "--target", str(w.target), *flags],
+                       env=_env(w.repo.backend.location, PW, {"COFFER_RESTORE_PROCESSES": "2"}),
+                       capture_output=True, timeout=120)
+    err = r.stderr.decode(errors="surrogateescape")
+    assert "Traceback" not in err, err
+    summary = json.loads(r.stdout.decode().strip().splitlines()[-1])
+    res = RestoreResult(skipped=summary["files_skipped"])
+    prefix = "ignoring error for "
+    for line in err.splitlines():
+        if line.startswith(prefix):
+            path, _, msg = line[len(prefix):].partition(": ")
+            res.errors.append(RestoreIssue(path, msg))
+    res.errors.sort()
+    return res
 
 
 def invalid(res: RestoreResult) -> list[str]:
