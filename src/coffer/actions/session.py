@@ -105,7 +105,7 @@ def open_repo(
         backend = open_backend(access.url, access.options, warn=access.warn)
     except BaseException:
         if prefetch is not None:
-            prefetch.take([])
+            prefetch.close()
         raise
     if access.read_only:
         from coffer.store.backend.readonly import ReadOnlyBackend
@@ -118,7 +118,11 @@ def open_repo(
         backend = DryRunBackend(backend)
         lock = "none"
     try:
-        repo = Repository.open(backend, password, key_hint=access.key_hint, prefetch=prefetch)
+        try:
+            repo = Repository.open(backend, password, key_hint=access.key_hint, prefetch=prefetch)
+        finally:
+            if prefetch is not None:
+                prefetch.close()  # whatever happened: no thread left running (the workers fork later)
         if not access.read_only:
             repo.backend_recipe = backend_recipe(access)
         if not access.dry_run:

@@ -164,7 +164,7 @@ class Archiver(SourceWalker):
         self.summary.backup_start = gotime.format_ns(start_ns)
         try:
             if self._walkers is not None:
-                self._walkers.start_walk(self.progress, self._add_counts, self._fail)
+                self._walkers.start_walk(self.progress, lambda c: self._count(**c), self._fail)
             if req.streams:
                 paths = ["/" + s.name for s in req.streams]
                 self._backup_streams(snap_time)
@@ -209,12 +209,6 @@ class Archiver(SourceWalker):
         )
         self.repo.save_snapshot(snap)
         return BackupResult(snap, s, list(self.progress.warnings))
-
-    def _add_counts(self, counts: dict[str, int]) -> None:
-        with self._lock:
-            c = self.counts
-            for k, v in counts.items():
-                c[k] += v
 
     # ------------------------------------------------------------------ handing out to the walk workers
     def _entry(self, f: Frame, i: int) -> Frame | None:

@@ -1119,16 +1119,9 @@ class _Restorer:
             self._fail(f, f"hard link to {primary.loc}, which could not be restored")
             return
         src_fd = -1
-        tmp = _tmp_name(f.name)
         try:
             src_fd = os.dup(self._dirfd(primary.parent))  # dup: the next lookup may evict it
-            dfd = self._dirfd(f.parent)
-            os.link(primary.name, tmp, src_dir_fd=src_fd, dst_dir_fd=dfd, follow_symlinks=False)
-            try:
-                self._replace(dfd, tmp, f.name)
-            except OSError:
-                os.unlink(tmp, dir_fd=dfd)
-                raise
+            self._link_over(src_fd, primary.name, self._dirfd(f.parent), f.name)
         except OSError as e:
             self._fail(f, f"hard link to {primary.loc}: {e.strerror}")
             return
@@ -1140,6 +1133,16 @@ class _Restorer:
         self.result.hardlinks += 1
         self.progress.add_done(1, 0)
         self._child_done(f.parent)
+
+    def _link_over(self, src_dfd: int, src_name: bytes, dfd: int, name: bytes) -> None:
+        """A hard link to ``src_name`` made under a temporary name, then renamed over ``name``."""
+        tmp = _tmp_name(name)
+        os.link(src_name, tmp, src_dir_fd=src_dfd, dst_dir_fd=dfd, follow_symlinks=False)
+        try:
+            self._replace(dfd, tmp, name)
+        except OSError:
+            os.unlink(tmp, dir_fd=dfd)
+            raise
 
     # ---------------------------------------------------------------- phase B: content
     def _locate(self, bid: bytes) -> tuple[bytes, PackedBlob] | None:

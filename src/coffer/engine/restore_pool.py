@@ -11,7 +11,6 @@ planning in this process (``_Restorer``).
 from __future__ import annotations
 
 import functools
-import os
 import threading
 import time
 from typing import Any
@@ -21,7 +20,6 @@ from coffer.engine.restore import (
     RestoreOptions,
     RestoreResult,
     _Restorer,
-    _tmp_name,
     process_count,
 )
 from coffer.engine.workstealing import StealingPool, Worker, fork_workers
@@ -158,15 +156,9 @@ class _Conductor(_Restorer):
                 self.error(loc, f"hard link to {where}, which could not be restored")
                 continue
             pcomps, pname, ploc, _ = prim
-            tmp = _tmp_name(name)
             try:
                 with self._dir_at(pcomps) as src, self._dir_at(comps) as dst:
-                    os.link(pname, tmp, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
-                    try:
-                        self._replace(dst, tmp, name)
-                    except OSError:
-                        os.unlink(tmp, dir_fd=dst)
-                        raise
+                    self._link_over(src, pname, dst, name)
             except OSError as e:
                 self.error(loc, f"hard link to {ploc}: {e.strerror}")
                 continue

@@ -26,7 +26,6 @@ bytes), ("link", ...) and ("primary", ...).
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import os
 import time
@@ -45,7 +44,7 @@ from coffer.engine.restore import (
     reseed_tmp_names,
 )
 from coffer.engine.restore_dispatch import DEAL_WEIGHT, FILE_COST
-from coffer.engine.worker_process import reopen_backend, send_fatal
+from coffer.engine.worker_process import forked_start, send_fatal
 from coffer.engine.workstealing import StealingWorker, far_half
 from coffer.errors import CofferError
 from coffer.store.claims import ClaimTable
@@ -280,11 +279,10 @@ class SubtreeRestorer(_Restorer, StealingWorker):
 def serve_forked(repo: Repository, opts: RestoreOptions, threads: int, links: ClaimTable, inp: Connection,
                  out: Connection) -> int:
     """A forked restore worker's life (``fork_worker`` runs it)."""
-    gc.freeze()  # what the parent had stays shared: the collector never touches those pages
     reseed_tmp_names()
     r: SubtreeRestorer | None = None
     try:
-        repo.backend = reopen_backend(repo)
+        forked_start(repo)
         r = SubtreeRestorer(repo, opts, threads, links, inp, out)
         r._open_target()
         return r.serve()

@@ -18,7 +18,6 @@ answers ("flush",) with ("flushed", packs, stats, counts).
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from multiprocessing.connection import Connection
@@ -30,7 +29,7 @@ from coffer.engine.dirwalk import SAME, Entry, Frame, PendingDir, SourceWalker
 from coffer.engine.excludes import ExcludeRules
 from coffer.engine.fsnode import node_from_stat, read_xattr_list
 from coffer.engine.progress import Progress, Warning_
-from coffer.engine.worker_process import reopen_backend, send_fatal
+from coffer.engine.worker_process import forked_start, send_fatal
 from coffer.engine.workstealing import StealingWorker, far_half
 from coffer.store.claims import ClaimTable
 from coffer.store.format.tree import Node
@@ -160,11 +159,10 @@ def serve_forked(repo: Repository, excludes: ExcludeRules, claims: ClaimTable, i
                  out: Connection) -> int:
     """A forked walk worker's life (``fork_worker`` runs it): its own backend connections, a writer
     that claims new blobs in the shared table and leaves the index to the parent, then jobs."""
-    gc.freeze()  # what the parent had stays shared: the collector never touches those pages
     writer: ClaimingWriter | None = None
     walker: SubtreeWalker | None = None
     try:
-        repo.backend = reopen_backend(repo)
+        forked_start(repo)
         writer = ClaimingWriter(repo, claims)
         repo._writer = writer
         walker = SubtreeWalker(repo, excludes, writer, inp, out)

@@ -15,6 +15,7 @@ from typing import Any
 from coffer.engine.dirwalk import Entry
 from coffer.engine.excludes import ExcludeRules
 from coffer.engine.progress import Progress
+from coffer.engine.workerpool import BACKUP_HINT
 from coffer.engine.workstealing import Deliver, StealingPool, Worker, fork_workers
 from coffer.store.claims import ClaimTable
 from coffer.store.format.tree import Node
@@ -25,7 +26,7 @@ NEW_BLOBS = 1 << 20  # the claim table holds this many new blobs before it start
 
 class WalkPool(StealingPool):
     what = "backup worker"
-    hint = "no snapshot was written and the repository stays valid; run the backup again"
+    hint = BACKUP_HINT
 
     def __init__(self, repo: Repository, procs: list[Worker], claims: ClaimTable) -> None:
         super().__init__(procs)

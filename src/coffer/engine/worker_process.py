@@ -60,6 +60,15 @@ def reopen_backend(repo: Repository) -> Backend:
     return fresh
 
 
+def forked_start(repo: Repository) -> None:
+    """The first steps of a worker forked with ``repo`` in memory: keep the inherited heap shared
+    (the collector never touches those pages) and reach the backend over connections of its own."""
+    import gc
+
+    gc.freeze()
+    repo.backend = reopen_backend(repo)
+
+
 def open_repo(setup: dict[str, Any], backend: Backend | None = None) -> Repository:
     """The parent's repository (no password: the key comes along), on ``backend`` if it is open."""
     if backend is None:

@@ -342,12 +342,12 @@ def reap(popen: ForkedProcess | subprocess.Popen[bytes], timeout: float = 30) ->
         popen.wait()
 
 
-def worker_died(pid: int, code: int) -> errors.CofferError:
+BACKUP_HINT = "no snapshot was written and the repository stays valid; run the backup again"
+
+
+def worker_died(pid: int, code: int, what: str = "backup worker", hint: str = BACKUP_HINT) -> errors.CofferError:
     how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-    return errors.CofferError(
-        f"backup worker process {pid} {how}",
-        hint="no snapshot was written and the repository stays valid; run the backup again",
-    )
+    return errors.CofferError(f"{what} process {pid} {how}", hint=hint)
 
 
 def worker_error(cls_name: str, message: str, hint: str | None) -> BaseException:

@@ -31,7 +31,15 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from coffer import errors
-from coffer.engine.workerpool import ForkedProcess, can_fork, flush_workers, fork_worker, reap, worker_error
+from coffer.engine.workerpool import (
+    ForkedProcess,
+    can_fork,
+    flush_workers,
+    fork_worker,
+    reap,
+    worker_died,
+    worker_error,
+)
 from coffer.util import failpoints
 from coffer.util.failpoints import failpoint
 
@@ -177,9 +185,7 @@ class StealingPool:
                 except (EOFError, OSError):
                     if self._closing:
                         return
-                    code = p.popen.wait()
-                    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-                    raise errors.CofferError(f"{self.what} process {p.popen.pid} {how}", hint=self.hint) from None
+                    raise worker_died(p.popen.pid, p.popen.wait(), self.what, self.hint) from None
                 self._dispatch(p, msg)
         except BaseException as e:
             with self._mu:

@@ -111,10 +111,14 @@ class KeyPrefetch:
     def take(self, names: list[str]) -> tuple[crypto.CryptoKey, str] | None:
         """The master key and its key file's name, if one of ``names`` (the key files the
         repository lists) opened with the password; waits for the thread either way."""
-        self._thread.join()
+        self.close()
         if self._found is not None and self._found[0] in names:
             return self._found[1], self._found[0]
         return None
+
+    def close(self) -> None:
+        """Wait for the thread (whoever started it must, before anything forks)."""
+        self._thread.join()
 
     def failed(self) -> set[str]:
         """Key files the password did not open (after ``take``): no need to try them again."""

@@ -109,8 +109,6 @@ class Repository:
         try:
             raw_config = backend.load(Handle(FileType.CONFIG))
         except ObjectNotFound:
-            if prefetch is not None:
-                prefetch.take([])
             raise RepositoryNotFound(
                 f"unable to open repository at {backend.location}: config file does not exist",
                 hint="check the repository location, or create one with `coffer init`",
@@ -125,12 +123,7 @@ class Repository:
     @staticmethod
     def _find_key(backend: Backend, password: str, key_hint: str | None,
                   prefetch: KeyPrefetch | None = None) -> tuple[crypto.CryptoKey, str]:
-        try:
-            names = [fi.name for fi in backend.list(FileType.KEY) if ids.is_id_hex(fi.name)]
-        except BaseException:
-            if prefetch is not None:
-                prefetch.take([])  # never leave its thread running
-            raise
+        names = [fi.name for fi in backend.list(FileType.KEY) if ids.is_id_hex(fi.name)]
         if prefetch is not None:
             got = prefetch.take(names)
             if got is not None:
